@@ -1,0 +1,3 @@
+"""onerl: 1-shot RLVR trainer."""
+
+__version__ = "0.1.0"
