@@ -36,7 +36,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6,
     (float64 for float64 input).
     """
     r = rewards.to(_compute_dtype(rewards)).reshape(-1, group_size)
-    if group_size == 1:
+    if group_size == 1 or r.numel() == 0:
         mean, gstd = torch.zeros_like(r), torch.ones_like(r)
     else:
         mean, gstd = r.mean(dim=1, keepdim=True), _std(r, std, 1)
@@ -45,7 +45,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6,
         return centered.reshape(-1)
     if scale == "batch":
         flat = r.reshape(-1)
-        gstd = _std(flat, std, 0) if flat.numel() > 1 else torch.ones_like(flat[:1])
+        gstd = _std(flat, std, 0) if flat.numel() > 1 else flat.new_ones(())
     return (centered / (gstd + eps)).reshape(-1)
 
 
@@ -134,3 +134,157 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, entropy=None, *, clip_
         "entropy": ent_mean.detach(),
     }
     return loss, metrics
+
+
+# =========================================================================== paged KV, attention, sample
+# Rollout-engine ops. Cache layout [num_blocks, block_size, kv_heads, head_dim]; a token's slot is
+# block_id * block_size + offset; block_tables[b, j] is the j-th block of sequence b.
+
+
+def write_kv(k, v, k_cache, v_cache, slot_mapping) -> None:
+    """In place: k_cache/v_cache slot slot_mapping[i] <- k[i], v[i] ([N, Hkv, D]); slot -1 = skip."""
+    keep = slot_mapping >= 0
+    slots = slot_mapping[keep]
+    k_cache.view(-1, *k_cache.shape[2:])[slots] = k[keep].to(k_cache.dtype)
+    v_cache.view(-1, *v_cache.shape[2:])[slots] = v[keep].to(v_cache.dtype)
+
+
+def _gather_seq(cache, table, n):
+    """The first n tokens of one sequence from the cache: [n, Hkv, D]."""
+    bs = cache.shape[1]
+    pos = torch.arange(n, device=cache.device)
+    return cache[table.long()[pos // bs], pos % bs]
+
+
+def _attend(q, k, v, scale, causal_from=None):
+    """q [M, Hq, D] against k, v [L, Hkv, D] (GQA: query head h uses kv head h // (Hq/Hkv)).
+    causal_from: query i sees keys [0, causal_from + i]; None = all keys."""
+    dt = _compute_dtype(q)
+    g = q.shape[1] // k.shape[1]
+    k = k.to(dt).repeat_interleave(g, dim=1)
+    v = v.to(dt).repeat_interleave(g, dim=1)
+    s = torch.einsum("mhd,lhd->hml", q.to(dt), k) * scale
+    if causal_from is not None:
+        qi = torch.arange(q.shape[0], device=q.device)[:, None]
+        s = s.masked_fill(torch.arange(k.shape[0], device=q.device)[None] > causal_from + qi,
+                          float("-inf"))
+    p = torch.softmax(s, dim=-1) if k.shape[0] else s
+    return torch.einsum("hml,lhd->mhd", p, v).to(q.dtype)
+
+
+def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, scale):
+    """Decode attention: q [B, Hq, D] (one token per sequence) over positions [0, seq_lens[b])
+    of sequence b, read through block_tables [B, max_blocks]. Returns [B, Hq, D] in q's dtype;
+    a sequence of length 0 gives zeros."""
+    out = torch.zeros_like(q)
+    for b in range(q.shape[0]):
+        n = int(seq_lens[b])
+        if n:
+            k, v = _gather_seq(k_cache, block_tables[b], n), _gather_seq(v_cache, block_tables[b], n)
+            out[b] = _attend(q[b:b + 1], k, v, scale)[0]
+    return out
+
+
+def paged_prefill_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, seq_lens, scale):
+    """Chunked prefill: the queries q[cu_seqlens_q[b]:cu_seqlens_q[b+1]] of sequence b are its
+    LAST tokens (total length seq_lens[b], K/V of all of them already in the cache); query i of
+    a chunk of m sees positions [0, seq_lens[b] - m + i]. Returns [Nq, Hq, D]."""
+    out = torch.zeros_like(q)
+    for b in range(block_tables.shape[0]):
+        lo, hi, n = int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1]), int(seq_lens[b])
+        if hi > lo:
+            k, v = _gather_seq(k_cache, block_tables[b], n), _gather_seq(v_cache, block_tables[b], n)
+            out[lo:hi] = _attend(q[lo:hi], k, v, scale, causal_from=n - (hi - lo))
+    return out
+
+
+# Sampling. Noise: Philox4x32-10 keyed by the row's seed, counter (position lo, hi, stream, tag).
+# The vocabulary is cut into chunks of SAMPLE_CHUNK tokens; each chunk draws one token by inverse
+# CDF (one uniform, stream = chunk index) in a fixed lane order, and one more uniform (stream
+# 0xFFFFFFFF) picks the chunk in proportion to its mass: an exact draw from the truncated softmax.
+SAMPLE_CHUNK, SAMPLE_LANES, SAMPLE_TAG, _M32 = 4096, 256, 0x6F6E6572, 0xFFFFFFFF
+_PHILOX_M, _PHILOX_W = (0xD2511F53, 0xCD9E8D57), (0x9E3779B9, 0xBB67AE85)
+
+
+def _mulhilo(a: int, x):
+    """(hi, lo) 32-bit words of the 64-bit product a * x, x an int64 tensor of uint32 values."""
+    p_lo, p_hi = a * (x & 0xFFFF), a * (x >> 16)  # both < 2**48
+    return (p_hi + (p_lo >> 16)) >> 16, ((p_hi << 16) + p_lo) & _M32
+
+
+def philox4x32(key0, key1, c0, c1, c2, c3, rounds: int = 10):
+    """Philox4x32-10 (Salmon et al. 2011) on int64 tensors holding uint32 values."""
+    for r in range(rounds):
+        hi0, lo0 = _mulhilo(_PHILOX_M[0], c0)
+        hi1, lo1 = _mulhilo(_PHILOX_M[1], c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ key0, lo1, hi0 ^ c3 ^ key1, lo0
+        if r < rounds - 1:
+            key0, key1 = (key0 + _PHILOX_W[0]) & _M32, (key1 + _PHILOX_W[1]) & _M32
+    return c0, c1, c2, c3
+
+
+def sample_uniform(seeds, positions, stream):
+    """u in [0, 1) (24 bits) for each row: Philox(seed; position, stream, tag), first word."""
+    s, p = seeds.long(), positions.long()
+    st = torch.as_tensor(stream, dtype=torch.long, device=s.device) & _M32
+    x = philox4x32(s & _M32, (s >> 32) & _M32, p & _M32, (p >> 32) & _M32, st + 0 * s,
+                   torch.full_like(s, SAMPLE_TAG))[0]
+    return (x >> 8).double() * 2.0 ** -24
+
+
+def sample_keep_mask(z, temperature, top_k, top_p):
+    """Which tokens survive top-k then top-p (tie-inclusive): token v is kept by top-k iff fewer
+    than k tokens have a larger logit, and by top-p iff the top-k-renormalised softmax(z/T) mass
+    of the kept tokens with a larger logit is < p. k <= 0 or p >= 1 disables; T == 0 keeps all."""
+    z = z.double()
+    keep = torch.ones_like(z, dtype=torch.bool)
+    k = top_k.long()[:, None]
+    kth = z.sort(dim=1, descending=True).values.gather(1, (k.clamp(1, z.shape[1]) - 1))
+    keep &= (k <= 0) | (k >= z.shape[1]) | (z >= kth)
+    inv_t = torch.where(temperature > 0, 1.0 / temperature.double(), 1.0)[:, None]
+    p = torch.softmax(torch.where(keep, z * inv_t, float("-inf")), dim=1)
+    zs, order = z.sort(dim=1, descending=True)
+    ps = p.gather(1, order)
+    excl = ps.cumsum(1) - ps  # mass before each token in sorted order; ties share the first's
+    first = torch.searchsorted(-zs.contiguous(), -zs.contiguous(), right=False)
+    greater = torch.empty_like(p).scatter_(1, order, excl.gather(1, first))
+    keep &= (top_p[:, None] >= 1) | (greater < top_p.double()[:, None])
+    return keep | (temperature[:, None] == 0)
+
+
+def sample(logits, temperature, top_k, top_p, seeds, positions):
+    """Sample one token per row of logits [B, V]; returns (tokens int64 [B], logp fp32 [B]) with
+    logp = log_softmax(logits / T)[token] over the FULL vocabulary (T == 0: argmax, logp at T=1)."""
+    B, V = logits.shape
+    z = logits.double()
+    inv_t = torch.where(temperature > 0, 1.0 / temperature.double(), 1.0)[:, None]
+    nc = -(-V // SAMPLE_CHUNK)
+    zc = torch.nn.functional.pad(z, (0, nc * SAMPLE_CHUNK - V), value=float("-inf"))
+    keep = torch.nn.functional.pad(sample_keep_mask(z, temperature, top_k, top_p),
+                                   (0, nc * SAMPLE_CHUNK - V), value=False)
+    # lane order inside a chunk: token s*1024 + t*4 + e comes at t*16 + s*4 + e
+    lane = lambda x: x.view(B, nc, 4, SAMPLE_LANES, 4).transpose(2, 3).reshape(B, nc, -1)  # noqa
+    tok = lane(torch.arange(nc * SAMPLE_CHUNK, device=z.device).expand(B, -1))
+    zc, keep = lane(zc), lane(keep)
+    m_c = torch.where(keep, zc, float("-inf")).amax(-1, keepdim=True)
+    w = torch.where(keep, torch.exp((zc - m_c.clamp(min=-1e300)) * inv_t[..., None]), 0.0)
+    s_c = w.sum(-1)
+    u_c = torch.stack([sample_uniform(seeds, positions, c) for c in range(nc)], 1)
+    pick_c = _first_above(w.cumsum(-1), (u_c * s_c)[..., None], w > 0)
+    m_a = m_c[..., 0].amax(1, keepdim=True).clamp(min=-1e300)
+    w_chunk = torch.where(s_c > 0, s_c * torch.exp((m_c[..., 0] - m_a) * inv_t), 0.0)
+    u = sample_uniform(seeds, positions, _M32)[:, None]
+    c = _first_above(w_chunk.cumsum(-1), u * w_chunk.sum(-1, keepdim=True), w_chunk > 0)
+    token = tok.gather(2, pick_c[..., None])[..., 0].gather(1, c[:, None])[:, 0]
+    token = torch.where(temperature == 0, z.argmax(1), token)
+    logp = torch.log_softmax(z * inv_t, dim=1).gather(1, token[:, None])[:, 0]
+    return token, logp.float()
+
+
+def _first_above(cs, target, positive):
+    """Index of the first cs > target along the last dim (the last positive entry if none)."""
+    n = cs.shape[-1]
+    idx = torch.arange(n, device=cs.device)
+    first = torch.where((cs > target) & positive, idx, n).amin(-1)
+    last = torch.where(positive, idx, -1).amax(-1).clamp(min=0)
+    return torch.where(first < n, first, last)
