@@ -1,11 +1,53 @@
 """The ``onerl`` command.
 
+    onerl train [--recipe toy] [--config FILE.yaml] [--out DIR] [--resume] [section.key=value ...]
+    onerl plot RUN_DIR              PNG curves of a run
     onerl selfcheck                 kernels vs their references on every visible device (JSON)
+
+``onerl train`` with no arguments runs the toy recipe: 1-shot RLVR on one problem of onerl's
+toy math world, with the tiny model shipped in the package, on a CPU in minutes.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import ConfigError, build
+
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"trainer.out_dir={args.out}")
+    try:
+        cfg = build(args.recipe, args.config, overrides)
+    except ConfigError as e:
+        print(f"onerl: {e}", file=sys.stderr)
+        return 2
+    from .trainer import Trainer
+
+    t0 = time.time()
+    trainer = Trainer(cfg, resume=args.resume)
+    rows = trainer.run()
+    from .plot import plot_run
+    from .report import summarize
+
+    summary = summarize(rows, time.time() - t0)
+    out = trainer.out
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    png = plot_run(out)
+    print(f"\n{summary['table']}\nmetrics: {out / 'metrics.jsonl'}\nplots:   {png}\n"
+          f"summary: {out / 'summary.json'}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .plot import plot_run
+
+    print(plot_run(args.run_dir, args.output))
+    return 0
 
 
 def _selfcheck(args: argparse.Namespace) -> int:
@@ -17,6 +59,17 @@ def _selfcheck(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="onerl", description="1-shot RLVR: kernels and trainer")
     sub = ap.add_subparsers(dest="command")
+    p = sub.add_parser("train", help="run 1-shot RLVR (default: the toy recipe on a CPU)")
+    p.add_argument("--recipe", default="toy", help="named recipe (default: toy)")
+    p.add_argument("--config", default=None, help="YAML file of section.key values")
+    p.add_argument("--out", default=None, help="run folder (trainer.out_dir)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("overrides", nargs="*", help="section.key=value")
+    p.set_defaults(func=_train)
+    p = sub.add_parser("plot", help="draw PNG curves of a run")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", default=None)
+    p.set_defaults(func=_plot)
     p = sub.add_parser("selfcheck", help="run every kernel against its reference (JSON report)")
     p.set_defaults(func=_selfcheck)
     return ap
@@ -25,9 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
-    if not hasattr(args, "func"):
-        ap.print_help()
-        return 2
+    if not hasattr(args, "func"):  # bare `onerl`: the main job
+        args = ap.parse_args(["train", *(argv or [])])
     return args.func(args)
 
 
