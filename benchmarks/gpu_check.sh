@@ -29,6 +29,8 @@ log "gpu tests"
 python -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/pytest_gpu.txt"
 log "kernel tests on the GPU"
 python -m pytest -q -x -p no:cacheprovider tests/test_grpo_loss.py tests/test_advantages.py \
+  tests/test_logprobs.py \
+  tests/test_paged_kv.py tests/test_paged_attention.py tests/test_sample.py \
   2>&1 | tail -5 | tee "$OUT/pytest_kernels.txt"
 
 run_bench() {  # name, script, args...

@@ -5,6 +5,9 @@
 namespace py = pybind11;
 
 void register_group_advantages(py::module_& m);
+void register_paged_kv(py::module_& m);
+void register_sample(py::module_& m);
+void register_paged_attention(py::module_& m);
 
 #ifndef ONERL_CUDA_ARCHS_STR
 #define ONERL_CUDA_ARCHS_STR ""
@@ -25,4 +28,7 @@ PYBIND11_MODULE(_C, m) {
   info["cuda_version"] = ONERL_CUDA_VERSION_STR;
   m.attr("BUILD_INFO") = info;
   register_group_advantages(m);
+  register_paged_kv(m);
+  register_sample(m);
+  register_paged_attention(m);
 }

@@ -10,7 +10,13 @@ from . import reference
 from ._backend import build_info
 from .advantages import group_advantages
 from .grpo_loss import grpo_loss
+from .logprobs import logprobs_entropy, logprobs_entropy_from_logits
+from .paged_attention import paged_attention, paged_prefill_attention
+from .paged_kv import copy_blocks, write_kv
+from .sample import sample
 
 __version__ = "0.1.0"
 
-__all__ = ["reference", "build_info", "group_advantages", "grpo_loss", "__version__"]
+__all__ = ["reference", "build_info", "group_advantages", "grpo_loss", "write_kv", "copy_blocks",
+           "paged_attention", "paged_prefill_attention", "sample", "logprobs_entropy",
+           "logprobs_entropy_from_logits", "__version__"]

@@ -136,13 +136,13 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, entropy=None, *, clip_
     return loss, metrics
 
 
-# =========================================================================== paged KV, attention, sample
+# ================================================================ paged KV, attention, sample
 # Rollout-engine ops. Cache layout [num_blocks, block_size, kv_heads, head_dim]; a token's slot is
 # block_id * block_size + offset; block_tables[b, j] is the j-th block of sequence b.
 
 
 def write_kv(k, v, k_cache, v_cache, slot_mapping) -> None:
-    """In place: k_cache/v_cache slot slot_mapping[i] <- k[i], v[i] ([N, Hkv, D]); slot -1 = skip."""
+    """In place: cache slot slot_mapping[i] <- k[i], v[i] ([N, Hkv, D]); slot -1 = skip."""
     keep = slot_mapping >= 0
     slots = slot_mapping[keep]
     k_cache.view(-1, *k_cache.shape[2:])[slots] = k[keep].to(k_cache.dtype)
@@ -176,11 +176,12 @@ def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, scale):
     """Decode attention: q [B, Hq, D] (one token per sequence) over positions [0, seq_lens[b])
     of sequence b, read through block_tables [B, max_blocks]. Returns [B, Hq, D] in q's dtype;
     a sequence of length 0 gives zeros."""
-    out = torch.zeros_like(q)
+    out = q.new_zeros(q.shape)
     for b in range(q.shape[0]):
         n = int(seq_lens[b])
         if n:
-            k, v = _gather_seq(k_cache, block_tables[b], n), _gather_seq(v_cache, block_tables[b], n)
+            k = _gather_seq(k_cache, block_tables[b], n)
+            v = _gather_seq(v_cache, block_tables[b], n)
             out[b] = _attend(q[b:b + 1], k, v, scale)[0]
     return out
 
@@ -189,11 +190,12 @@ def paged_prefill_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, seq
     """Chunked prefill: the queries q[cu_seqlens_q[b]:cu_seqlens_q[b+1]] of sequence b are its
     LAST tokens (total length seq_lens[b], K/V of all of them already in the cache); query i of
     a chunk of m sees positions [0, seq_lens[b] - m + i]. Returns [Nq, Hq, D]."""
-    out = torch.zeros_like(q)
+    out = q.new_zeros(q.shape)
     for b in range(block_tables.shape[0]):
         lo, hi, n = int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1]), int(seq_lens[b])
         if hi > lo:
-            k, v = _gather_seq(k_cache, block_tables[b], n), _gather_seq(v_cache, block_tables[b], n)
+            k = _gather_seq(k_cache, block_tables[b], n)
+            v = _gather_seq(v_cache, block_tables[b], n)
             out[lo:hi] = _attend(q[lo:hi], k, v, scale, causal_from=n - (hi - lo))
     return out
 
@@ -235,7 +237,8 @@ def sample_uniform(seeds, positions, stream):
 def sample_keep_mask(z, temperature, top_k, top_p):
     """Which tokens survive top-k then top-p (tie-inclusive): token v is kept by top-k iff fewer
     than k tokens have a larger logit, and by top-p iff the top-k-renormalised softmax(z/T) mass
-    of the kept tokens with a larger logit is < p. k <= 0 or p >= 1 disables; T == 0 keeps all."""
+    of the kept tokens with a larger logit is < p (the largest logit is always kept). k <= 0 or
+    p >= 1 disables; T == 0 keeps all."""
     z = z.double()
     keep = torch.ones_like(z, dtype=torch.bool)
     k = top_k.long()[:, None]
@@ -248,7 +251,7 @@ def sample_keep_mask(z, temperature, top_k, top_p):
     excl = ps.cumsum(1) - ps  # mass before each token in sorted order; ties share the first's
     first = torch.searchsorted(-zs.contiguous(), -zs.contiguous(), right=False)
     greater = torch.empty_like(p).scatter_(1, order, excl.gather(1, first))
-    keep &= (top_p[:, None] >= 1) | (greater < top_p.double()[:, None])
+    keep &= (top_p[:, None] >= 1) | (greater < top_p.double()[:, None]) | (greater == 0)
     return keep | (temperature[:, None] == 0)
 
 
@@ -258,24 +261,34 @@ def sample(logits, temperature, top_k, top_p, seeds, positions):
     B, V = logits.shape
     z = logits.double()
     inv_t = torch.where(temperature > 0, 1.0 / temperature.double(), 1.0)[:, None]
-    nc = -(-V // SAMPLE_CHUNK)
-    zc = torch.nn.functional.pad(z, (0, nc * SAMPLE_CHUNK - V), value=float("-inf"))
-    keep = torch.nn.functional.pad(sample_keep_mask(z, temperature, top_k, top_p),
-                                   (0, nc * SAMPLE_CHUNK - V), value=False)
-    # lane order inside a chunk: token s*1024 + t*4 + e comes at t*16 + s*4 + e
-    lane = lambda x: x.view(B, nc, 4, SAMPLE_LANES, 4).transpose(2, 3).reshape(B, nc, -1)  # noqa
-    tok = lane(torch.arange(nc * SAMPLE_CHUNK, device=z.device).expand(B, -1))
-    zc, keep = lane(zc), lane(keep)
-    m_c = torch.where(keep, zc, float("-inf")).amax(-1, keepdim=True)
-    w = torch.where(keep, torch.exp((zc - m_c.clamp(min=-1e300)) * inv_t[..., None]), 0.0)
-    s_c = w.sum(-1)
+    nc, C = -(-V // SAMPLE_CHUNK), SAMPLE_CHUNK
+    # lane order inside a chunk: chunk position s*1024 + t*4 + e comes at t*16 + s*4 + e
+    v = torch.arange(V, device=z.device)
+    o = v % C
+    perm = torch.argsort((v // C) * C + ((o % 1024) // 4) * 16 + (o // 1024) * 4 + o % 4)
+    chunk = perm // C  # non-decreasing: chunks are contiguous runs in lane order
+    zp = z[:, perm]
+    keep = sample_keep_mask(z, temperature, top_k, top_p)[:, perm]
+    idx = chunk.expand(B, -1)
+    per_chunk = lambda x, red, init: torch.full((B, nc), init, dtype=x.dtype, device=z.device) \
+        .scatter_reduce(1, idx, x, red, include_self=True)  # noqa: E731
+    m_c = per_chunk(torch.where(keep, zp, float("-inf")), "amax", float("-inf"))
+    w = torch.where(keep, torch.exp((zp - m_c.clamp(min=-1e300).gather(1, idx)) * inv_t), 0.0)
+    s_c = per_chunk(w, "sum", 0.0)
     u_c = torch.stack([sample_uniform(seeds, positions, c) for c in range(nc)], 1)
-    pick_c = _first_above(w.cumsum(-1), (u_c * s_c)[..., None], w > 0)
-    m_a = m_c[..., 0].amax(1, keepdim=True).clamp(min=-1e300)
-    w_chunk = torch.where(s_c > 0, s_c * torch.exp((m_c[..., 0] - m_a) * inv_t), 0.0)
+    cs = w.cumsum(1)
+    cs = cs - torch.nn.functional.pad(cs, (1, 0))[:, torch.arange(nc, device=z.device) * C] \
+        .gather(1, idx)  # cumulative mass within each chunk
+    pos = torch.arange(V, device=z.device).expand(B, -1)
+    hit = (cs > (u_c * s_c).gather(1, idx)) & (w > 0)
+    first = per_chunk(torch.where(hit, pos, V), "amin", V)
+    last = per_chunk(torch.where(w > 0, pos, -1), "amax", -1)
+    pick_c = torch.where(first < V, first, last.clamp(min=0))  # lane-order index per chunk
+    m_a = m_c.amax(1, keepdim=True).clamp(min=-1e300)
+    w_chunk = torch.where(s_c > 0, s_c * torch.exp((m_c - m_a) * inv_t), 0.0)
     u = sample_uniform(seeds, positions, _M32)[:, None]
     c = _first_above(w_chunk.cumsum(-1), u * w_chunk.sum(-1, keepdim=True), w_chunk > 0)
-    token = tok.gather(2, pick_c[..., None])[..., 0].gather(1, c[:, None])[:, 0]
+    token = perm[pick_c.gather(1, c[:, None])[:, 0]]
     token = torch.where(temperature == 0, z.argmax(1), token)
     logp = torch.log_softmax(z * inv_t, dim=1).gather(1, token[:, None])[:, 0]
     return token, logp.float()
@@ -288,3 +301,29 @@ def _first_above(cs, target, positive):
     first = torch.where((cs > target) & positive, idx, n).amin(-1)
     last = torch.where(positive, idx, -1).amax(-1).clamp(min=0)
     return torch.where(first < n, first, last)
+
+
+# ---- logprobs_entropy
+
+
+def logprobs_entropy_from_logits(logits, targets, temperature=1.0, ignore_index=-100):
+    """Per-position log p(target) and entropy of softmax(logits / temperature) over the last dim.
+
+    logits [..., V], targets [...] (int). Returns (logp, entropy) shaped like targets; a target
+    equal to ``ignore_index`` gives 0 for both (and no gradient). Entropy is the definition,
+    -sum p log p. float64 in, float64 out; float32 otherwise. Materialises [..., V].
+    """
+    s = logits.to(_compute_dtype(logits)) / temperature
+    logp_all = torch.log_softmax(s, dim=-1)
+    ignored = targets == ignore_index
+    safe = torch.where(ignored, 0, targets)
+    logp = logp_all.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return torch.where(ignored, 0.0, logp), torch.where(ignored, 0.0, entropy)
+
+
+def logprobs_entropy(hidden, weight, targets, temperature=1.0, ignore_index=-100):
+    """``logprobs_entropy_from_logits(hidden @ weight.T, ...)``: hidden [M, H], weight [V, H]."""
+    dt = _compute_dtype(hidden)
+    return logprobs_entropy_from_logits(hidden.to(dt) @ weight.to(dt).T, targets, temperature,
+                                        ignore_index)

@@ -1,5 +1,7 @@
 """grpo_loss: the fused Triton kernel (interpreter on CPU) and the torch twin against the
 float64 autograd reference, on random inputs and the nasty cases."""
+import zlib
+
 import pytest
 import torch
 
@@ -45,7 +47,7 @@ def run(batch, backend, **kw):
     return loss, metrics, g_lp, g_ent
 
 
-def assert_matches(got, want, rtol=1e-6, atol=1e-7, grad_tol=(1e-5, 1e-7)):
+def assert_matches(got, want, rtol=1e-6, atol=1e-6, grad_tol=(1e-5, 1e-7)):
     loss, metrics, g_lp, g_ent = got
     w_loss, w_metrics, w_lp, w_ent = want
     assert loss.dtype == torch.float32 and loss.dim() == 0
@@ -61,7 +63,7 @@ def assert_matches(got, want, rtol=1e-6, atol=1e-7, grad_tol=(1e-5, 1e-7)):
 @pytest.mark.parametrize("kl_type", ["k1", "k2", "k3", None])
 @pytest.mark.parametrize("clip_dual", [None, 3.0])
 def test_matches_reference(backend, agg, kl_type, clip_dual, device):
-    batch = make_batch(seed=hash((agg, kl_type, clip_dual)) % 1000, device=device)
+    batch = make_batch(seed=zlib.crc32(f"{agg}{kl_type}{clip_dual}".encode()) % 1000, device=device)
     kw = dict(clip_low=0.2, clip_high=0.28, clip_dual=clip_dual, kl_type=kl_type, kl_coef=0.05,
               entropy_coef=0.01, agg=agg)
     got = run(batch, backend, **kw)
