@@ -51,8 +51,8 @@ def save(root: str | Path, step: int, save_model, state: dict, keep: int = 3) ->
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp-step_{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(tmp)
+    save_model(tmp)                     # creates the folder
+    tmp.mkdir(exist_ok=True)
     torch.save(state, tmp / "trainer_state.pt")
     if final.exists():
         shutil.rmtree(final)

@@ -97,12 +97,14 @@ def test_batch_order_duplicates_one_example_and_drops_last():
 
 def test_checkpoint_is_atomic_and_keeps_latest(tmp_path):
     def write_model(folder):
+        folder.mkdir()
         (folder / "model.bin").write_text("w")
 
     checkpoint.save(tmp_path, 1, write_model, {"step": 1}, keep=2)
     checkpoint.save(tmp_path, 2, write_model, {"step": 2}, keep=2)
 
     def crash(folder):
+        folder.mkdir()
         (folder / "partial").write_text("x")
         raise KeyboardInterrupt("killed during save")
 
