@@ -20,9 +20,10 @@ and backward. Gradients flow from both logp and entropy.
 
 Backends: "triton" (CUDA; CPU tensors through Triton's interpreter, fp16/fp32 only there) and
 "torch" (chunked, bounded memory, any device). "auto" picks triton on CUDA and torch on CPU.
-Kernels: logprobs_triton.py (algorithms and workspace sizes), logprobs_chunked.py. Forward saves
-three fp32 numbers per row, stats = (max, log-sum-exp - max, E_p[s] - max) in the backend's own
-units, plus the logp output (for 1 - p_y = -expm1(logp)); backward recomputes the logits.
+Kernels: logprobs_triton.py (hidden path: algorithm, grids, workspace), logprobs_triton_logits.py,
+logprobs_chunked.py (the torch path). Forward saves three fp32 numbers per row,
+stats = (max, log-sum-exp - max, E_p[s] - max) in the backend's own units, plus the logp output
+(for 1 - p_y = -expm1(logp)); backward recomputes the logits.
 """
 from __future__ import annotations
 
@@ -200,7 +201,8 @@ _lpel.register_autograd(_lpel_backward, setup_context=_lpel_setup)
 
 def _check_common(name: str, t, targets, target_shape, temperature, ignore_index) -> None:
     if not isinstance(t, torch.Tensor) or t.dtype not in _DTYPES:
-        raise TypeError(f"{_OP}: {name} must be a bfloat16/float16/float32 tensor, got "
+        raise TypeError(f"{_OP}: {name} must be a bfloat16/float16/float32 tensor (float64 on "
+                        f"the torch backend), got "
                         f"{getattr(t, 'dtype', type(t))}")
     if not isinstance(targets, torch.Tensor) or targets.dtype.is_floating_point \
             or targets.dtype.is_complex or targets.dtype == torch.bool:

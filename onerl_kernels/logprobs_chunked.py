@@ -19,9 +19,10 @@ Backward recomputes each logit chunk (vocab outer, rows inner): dZ = dS / T with
 dS = g_lp (onehot - p) - g_H p (s - E_p[s]), p = e^((s - m) - log l), s - E_p[s] = (s - m) - a / l
 and 1 - p_y = -expm1(log p(y)) at the target (exact for peaked rows: the recomputed max logit is
 bitwise the forward's). dX [M, H] accumulates in fp32 (fp64 for fp64 inputs) over vocab chunks in
-order; each dW chunk [_COLS, H] accumulates over row blocks in fp32 and is written once. Math is fp32 for fp16/bf16/fp32 inputs (logits are never rounded to 16 bits) and
-fp64 for fp64 inputs. Saved for backward: the logp output and stats [M, 3] = (m, log l, a / l) in
-natural units (the Triton kernels keep base-2 units: stats belong to the backend that made them).
+order; each dW chunk [_COLS, H] accumulates over row blocks in fp32 (in place when dW is fp32)
+and is written once. Math is fp32 for fp16/bf16/fp32 inputs (logits are never rounded to 16 bits)
+and fp64 for fp64 inputs. Saved for backward: the logp output and stats [M, 3] = (m, log l, a / l)
+in natural units (the Triton kernels keep base-2 units: stats belong to the backend that made them).
 """
 from __future__ import annotations
 
