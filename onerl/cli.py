@@ -1,6 +1,7 @@
 """The ``onerl`` command.
 
     onerl train [--recipe toy] [--config FILE.yaml] [--out DIR] [--resume] [section.key=value ...]
+    torchrun --nproc-per-node N -m onerl train ...      (FSDP2 across N processes)
     onerl plot RUN_DIR              PNG curves of a run
     onerl selfcheck                 kernels vs their references on every visible device (JSON)
 
@@ -31,6 +32,9 @@ def _train(args: argparse.Namespace) -> int:
     t0 = time.time()
     trainer = Trainer(cfg, resume=args.resume)
     rows = trainer.run()
+    trainer.dist.close()
+    if not trainer.dist.main:
+        return 0
     from .plot import plot_run
     from .report import summarize
 

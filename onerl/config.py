@@ -45,6 +45,7 @@ class RolloutConfig:
     top_p: float = 1.0
     top_k: int = -1
     max_new_tokens: int = 3072
+    ignore_eos: bool = False            # fixed-length responses (benchmarks)
     kv_budget_tokens: int = 0           # 0: size the KV cache from free memory
 
 

@@ -67,7 +67,7 @@ def _records(path: Path) -> list[dict]:
 def load_rows(spec: str, problem_field: str = "prompt", answer_field: str = "answer") -> list[Row]:
     """Rows of one file (JSONL / parquet) or of a generated ``toy:NAME`` set."""
     if spec.startswith("toy:"):
-        from .toy import data_rows
+        from .toy.catalog import data_rows
         return [Row(str(r["id"]), r["prompt"], str(r["answer"])) for r in data_rows(spec[4:])]
     path = Path(spec)
     if not path.is_file():

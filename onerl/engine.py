@@ -9,7 +9,8 @@
   the next ``generate``. Generation runs under ``torch.inference_mode()``.
 * Prompts: identical prompts are deduplicated and every distinct prompt is prefilled ONCE; its
   n x (copies) samples are forked onto its KV blocks (copy-on-write of the partial last block).
-* Randomness: sample j of prompt i draws from seed ``seed_for(seed, i, j)`` and the token's
+* Randomness: sample j of prompt i draws from seed ``seed_for(seed, index_offset + i, j)`` (the
+  offset lets a process generating one slice of a batch draw what a single process would) and the token's
   position, so its tokens do not depend on what else is in the batch (or on preemption).
 * Preemption by recompute: when blocks run out, the newest running sequence is freed and later
   prefilled again from prompt + generated tokens; the results are unchanged.
@@ -116,7 +117,7 @@ class LLMEngine:
                  temperature: float = 1.0, top_p: float = 1.0, top_k: int = -1,
                  stop_token_ids: list[int] | None = None, stop_strings: list[str] | None = None,
                  detokenize=None, seed: int = 0, ignore_eos: bool = False,
-                 use_tqdm: bool | None = None) -> list[Completion]:
+                 use_tqdm: bool | None = None, index_offset: int = 0) -> list[Completion]:
         """n samples of each prompt; returns Completions ordered by (prompt_index, sample_index).
 
         Stops at any of stop_token_ids or the config's eos_token_id (unless ignore_eos), at a
@@ -148,7 +149,7 @@ class LLMEngine:
                 groups.setdefault(tuple(p), []).append(i)
             seqs = []
             for key, idx in groups.items():
-                group = [Sequence(list(key), i, j, seed_for(seed, i, j))
+                group = [Sequence(list(key), i, j, seed_for(seed, index_offset + i, j))
                          for i in idx for j in range(n)]
                 group[0].forks = group[1:]
                 sched.add(group[0])

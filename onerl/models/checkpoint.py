@@ -154,11 +154,13 @@ def hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
     return out
 
 
-def save(model: Transformer, folder: str, copy_files_from: str | None = None) -> None:
+def save(model: Transformer, folder: str, copy_files_from: str | None = None,
+         state_dict: dict[str, torch.Tensor] | None = None) -> None:
     """Write config.json + model.safetensors to ``folder`` atomically (temp dir + rename).
 
     copy_files_from: a checkpoint folder whose other files (tokenizer, generation config, ...)
-    are copied along; weight and config files there are never copied."""
+    are copied along; weight and config files there are never copied. state_dict: the HF-named
+    tensors when already gathered (sharded training: every rank gathers, one rank writes)."""
     folder = os.path.abspath(folder)
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
@@ -174,7 +176,8 @@ def save(model: Transformer, folder: str, copy_files_from: str | None = None) ->
         cfg["torch_dtype"] = str(model.embed_tokens.weight.dtype).replace("torch.", "")
         with open(os.path.join(tmp, CONFIG), "w") as f:
             json.dump(cfg, f, indent=2, sort_keys=True)
-        save_file(hf_state_dict(model), os.path.join(tmp, WEIGHTS), metadata={"format": "pt"})
+        tensors = state_dict if state_dict is not None else hf_state_dict(model)
+        save_file(tensors, os.path.join(tmp, WEIGHTS), metadata={"format": "pt"})
         old = None
         if os.path.exists(folder):
             old = tempfile.mkdtemp(prefix=".old-" + os.path.basename(folder) + "-", dir=parent)

@@ -1,0 +1,80 @@
+"""From rollouts to the loss's inputs: token-budget micro-batches of packed sequences and the
+per-token log-probs / entropies of the responses, laid out as [B, T_max] for ``grpo_loss``.
+
+A sequence is prompt + response. The packed forward returns hidden states for every token; the
+log-prob of response token j comes from the hidden state one position earlier, at logits / T
+(the rollout temperature), through the fused ``logprobs_entropy`` kernel (never [tokens, V]).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from onerl_kernels.logprobs import logprobs_entropy
+
+
+@dataclass
+class Packed:
+    input_ids: torch.Tensor     # [N] all tokens of the micro-batch, concatenated
+    cu_seqlens: torch.Tensor    # [B+1]
+    max_seqlen: int
+    src: torch.Tensor           # [R] index into the packed hidden states predicting each response token
+    targets: torch.Tensor       # [R] the response tokens
+    row: torch.Tensor           # [R] sequence of each response token
+    col: torch.Tensor           # [R] position of each response token inside its response
+    shape: tuple[int, int]      # (B, T_max) of the padded response grid
+
+    @property
+    def mask(self) -> torch.Tensor:
+        m = torch.zeros(self.shape, dtype=torch.bool, device=self.row.device)
+        m[self.row, self.col] = True
+        return m
+
+
+def micro_batches(lengths: list[int], budget: int) -> list[list[int]]:
+    """Split sequence indices, in order, into groups whose total length fits ``budget`` (a
+    sequence longer than the budget gets a group of its own)."""
+    groups, cur, used = [], [], 0
+    for i, n in enumerate(lengths):
+        if cur and used + n > budget:
+            groups.append(cur)
+            cur, used = [], 0
+        cur.append(i)
+        used += n
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def pack(prompts: list[list[int]], responses: list[list[int]], device) -> Packed:
+    ids, cu, src, tgt, row, col = [], [0], [], [], [], []
+    for b, (p, r) in enumerate(zip(prompts, responses)):
+        start = cu[-1]
+        seq = p + r
+        ids += seq
+        cu.append(start + len(seq))
+        for j, t in enumerate(r):
+            src.append(start + len(p) - 1 + j)
+            tgt.append(t)
+            row.append(b)
+            col.append(j)
+    as_long = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
+    lens = [len(p) + len(r) for p, r in zip(prompts, responses)]
+    return Packed(as_long(ids), torch.tensor(cu, dtype=torch.int32, device=device), max(lens),
+                  as_long(src), as_long(tgt), as_long(row), as_long(col),
+                  (len(prompts), max((len(r) for r in responses), default=0)))
+
+
+def response_logprobs(model, packed: Packed, temperature: float, need_entropy: bool = True
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(response token) and entropy at logits / temperature, as fp32 [B, T_max] grids (0 at
+    padding). Differentiable w.r.t. the model's parameters when grad is enabled."""
+    hidden = model(packed.input_ids, packed.cu_seqlens, packed.max_seqlen)
+    logp, ent = logprobs_entropy(hidden[packed.src], model.lm_head_weight, packed.targets,
+                                 temperature=temperature, need_entropy=need_entropy)
+    B, T = packed.shape
+    grid = hidden.new_zeros((B, T), dtype=torch.float32)
+    lp = grid.index_put((packed.row, packed.col), logp)
+    h = grid.index_put((packed.row, packed.col), ent) if need_entropy else None
+    return lp, h

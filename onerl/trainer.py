@@ -1,0 +1,316 @@
+"""The 1-shot RLVR loop (GRPO as the paper's released code runs it).
+
+Each step: the batch (the example duplicated to train_batch_size prompts) -> n responses per
+prompt from the engine over the live actor weights -> rewards from the verifier -> group
+advantages (each prompt row is its own group) -> per-token log-probs and entropy of the
+responses at logits / T through the fused kernel, reference log-probs from the frozen reference
+model -> grpo_loss over token-budget micro-batches -> clip -> AdamW. With one mini-batch and one
+epoch the update is on-policy, so old log-probs equal the current ones and are not recomputed.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from onerl_kernels import group_advantages, grpo_loss
+
+from . import checkpoint, models
+from .batching import micro_batches, pack, response_logprobs
+from .config import Config
+from .data import BatchOrder, chat_prompt, load_rows
+from .distributed import Dist
+from .engine import LLMEngine, seed_for
+from .evaluate import evaluate
+from .metrics import MetricsLogger
+from .rewarding import Rewarder
+
+
+def resolve_model_path(path: str) -> str:
+    if path == "toy":
+        from .toy.catalog import base_path
+        return str(base_path())
+    if Path(path).is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+        return snapshot_download(path)
+    except Exception as e:  # noqa: BLE001
+        raise FileNotFoundError(f"model.path {path!r} is neither a local folder nor a downloadable "
+                                f"Hugging Face id ({e})") from None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, resume: bool = False):
+        from transformers import AutoTokenizer
+
+        self.cfg, t = cfg, cfg.trainer
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        torch.manual_seed(t.seed)
+        self.device = pick_device(t.device)
+        if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        self.dist = Dist(self.device)
+        if resume and self.dist.enabled:
+            raise ValueError("--resume is supported for single-process runs only")
+        self.out = Path(t.out_dir)
+        self.model_path = resolve_model_path(cfg.model.path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.actor = models.load(self.model_path, dtype=cfg.model.dtype, device=self.device)
+        self.actor.gradient_checkpointing = cfg.model.gradient_checkpointing
+        self.dist.shard(self.actor)
+        self.ref = None
+        if cfg.algo.kl_type is not None and cfg.algo.kl_coef != 0:
+            self.ref = models.load(self.model_path, dtype=cfg.model.ref_dtype, device=self.device)
+            self.ref.requires_grad_(False)
+            self.dist.shard(self.ref)
+        # one process: the engine reads the trainer's parameters (no copy); sharded: a gathered twin
+        self.rollout_model = models.build(self.actor.config, self.actor.embed_tokens.weight.dtype,
+                                          self.device, init=False) if self.dist.enabled else self.actor
+        self.engine = LLMEngine(self.rollout_model, max_num_seqs=min(1024, t.train_batch_size * cfg.rollout.n),
+                                max_cache_tokens=cfg.rollout.kv_budget_tokens or None)
+        self.stop_ids = self._stop_ids()
+        self.rows = [r for f in cfg.data.train_files
+                     for r in load_rows(f, cfg.data.problem_field, cfg.data.answer_field)]
+        self.prompts = [self._prompt(r) for r in self.rows]
+        self.order = BatchOrder(len(self.rows), t.train_batch_size, cfg.data.shuffle_seed)
+        self.eval_rows = [r for f in t.eval_files for r in load_rows(f)]
+        if t.eval_limit:
+            self.eval_rows = self.eval_rows[:t.eval_limit]
+        self.rewarder = Rewarder(cfg.algo.reward)
+        o = cfg.optim
+        self.opt = torch.optim.AdamW(self.actor.parameters(), lr=o.lr, betas=tuple(o.betas),
+                                     eps=o.eps, weight_decay=o.weight_decay)
+        self.step = 0
+        self.skipped = 0
+        if resume:
+            self._resume()
+        self.log = MetricsLogger(self.out, t.tensorboard, t.progress, t.total_steps, self.step) \
+            if self.dist.main else None
+
+    # ------------------------------------------------------------------ setup helpers
+
+    def _stop_ids(self) -> list[int]:
+        ids = set()
+        gen = Path(self.model_path) / "generation_config.json"
+        if gen.is_file():
+            import json
+            eos = json.loads(gen.read_text()).get("eos_token_id")
+            ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return sorted(ids)
+
+    def _prompt(self, row) -> list[int]:
+        ids = chat_prompt(self.tokenizer, row.text)
+        limit = self.cfg.data.max_prompt_tokens
+        if len(ids) > limit:
+            raise ValueError(f"prompt of row {row.id} has {len(ids)} tokens > data.max_prompt_tokens"
+                             f"={limit}; raise the limit or drop the row")
+        return ids
+
+    def lr_at(self, step: int) -> float:
+        o = self.cfg.optim
+        if o.first_step_lr_zero and step == 0:
+            return 0.0
+        return o.lr * min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else o.lr
+
+    # ------------------------------------------------------------------ one step
+
+    def rollout(self, step: int):
+        r = self.cfg.rollout
+        start, stop = self.dist.slice(self.cfg.trainer.train_batch_size)
+        idx = self.order.batch(step)[start:stop]
+        prompts = [self.prompts[i] for i in idx]
+        self.dist.gather_into(self.actor, self.rollout_model)
+        done = self.engine.generate(prompts, n=r.n, max_new_tokens=r.max_new_tokens,
+                                    temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                                    stop_token_ids=self.stop_ids, ignore_eos=r.ignore_eos,
+                                    seed=seed_for(self.cfg.trainer.seed, step, 0),
+                                    use_tqdm=False, index_offset=start)
+        golds = [self.rows[idx[c.prompt_index]].answer for c in done]
+        return prompts, done, golds
+
+    def _logprobs(self, model, prompts, responses, need_entropy=True, grad=True):
+        packed = pack(prompts, responses, self.device)
+        with torch.set_grad_enabled(grad):
+            lp, ent = response_logprobs(model, packed, self.cfg.rollout.temperature, need_entropy)
+        return lp, ent, packed.mask
+
+    def train_on(self, prompts_rep, responses, adv) -> dict:
+        """One or more optimizer steps on the rollout (several only with PPO mini-batches/epochs)."""
+        a, t = self.cfg.algo, self.cfg.trainer
+        n_seq = len(responses)
+        lengths = [len(p) + len(r) for p, r in zip(prompts_rep, responses)]
+        on_policy = a.ppo_mini_batches == 1 and a.ppo_epochs == 1
+        old = None if on_policy else self._frozen_logprobs(self.actor, prompts_rep, responses)
+        ref = self._frozen_logprobs(self.ref, prompts_rep, responses) if self.ref is not None else None
+        stats = {"loss": 0.0, "clipfrac": 0.0, "kl": 0.0, "entropy": 0.0, "ppo_kl": 0.0}
+        per_mini = n_seq // a.ppo_mini_batches
+        for _ in range(a.ppo_epochs):
+            for m0 in range(0, n_seq, per_mini):
+                seqs = list(range(m0, m0 + per_mini))
+                stats_mb, gnorm = self._update(seqs, prompts_rep, responses, adv, old, ref, lengths)
+        stats.update(stats_mb)
+        stats["grad_norm"] = gnorm
+        return stats
+
+    def _frozen_logprobs(self, model, prompts, responses) -> list[torch.Tensor]:
+        out = []
+        for mb in micro_batches([len(p) + len(r) for p, r in zip(prompts, responses)],
+                                self.cfg.trainer.micro_batch_tokens):
+            lp, _, mask = self._logprobs(model, [prompts[i] for i in mb],
+                                         [responses[i] for i in mb], need_entropy=False, grad=False)
+            out += [lp[j, :len(responses[i])] for j, i in enumerate(mb)]
+        return out
+
+    def _update(self, seqs, prompts, responses, adv, old, ref, lengths):
+        self.opt.zero_grad(set_to_none=True)
+        sums = self.backward(seqs, prompts, responses, adv, old, ref, lengths)
+        gnorm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.optim.grad_clip)
+        if hasattr(gnorm, "full_tensor"):
+            gnorm = gnorm.full_tensor()
+        if not (math.isfinite(sums["loss"]) and torch.isfinite(gnorm)):
+            self.opt.zero_grad(set_to_none=True)   # guard rail: the model stays untouched
+            self.skipped += 1
+            return {**sums, "skipped": 1}, float(gnorm)
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        self.opt.step()
+        return {**sums, "skipped": 0}, float(gnorm)
+
+    def backward(self, seqs, prompts, responses, adv, old, ref, lengths) -> dict:
+        """Accumulate the gradient of the aggregated loss over sequences ``seqs`` in token-budget
+        micro-batches, each weighted so the sum equals the loss over all of them at once."""
+        a, t = self.cfg.algo, self.cfg.trainer
+        n_tok, n_nonempty = self.dist.sum([sum(len(responses[i]) for i in seqs),
+                                           sum(1 for i in seqs if responses[i])])
+        world = self.dist.world   # FSDP averages gradients over ranks; the loss is a global sum
+        sums = {"loss": 0.0, "clipfrac": 0.0, "kl": 0.0, "entropy": 0.0, "ppo_kl": 0.0}
+        for mb_local in micro_batches([lengths[i] for i in seqs], t.micro_batch_tokens):
+            mb = [seqs[j] for j in mb_local]
+            lp, ent, mask = self._logprobs(self.actor, [prompts[i] for i in mb],
+                                           [responses[i] for i in mb])
+
+            def grid(vals):
+                g = torch.zeros_like(lp)
+                for j, i in enumerate(mb):
+                    g[j, :len(responses[i])] = vals[i]
+                return g
+
+            tok = int(mask.sum())
+            weight = {"token-mean": tok / max(n_tok, 1),
+                      "seq-mean-token-sum-norm": lp.shape[1] / self.cfg.rollout.max_new_tokens
+                      }.get(a.loss_agg, sum(1 for i in mb if responses[i]) / max(n_nonempty, 1))
+            loss, m = grpo_loss(lp, None if old is None else grid(old),
+                                None if ref is None else grid(ref), adv[mb].to(lp.device), mask,
+                                ent, clip_low=a.clip_low, clip_high=a.clip_high,
+                                clip_dual=a.clip_dual, kl_type=a.kl_type if ref is not None else None,
+                                kl_coef=a.kl_coef, entropy_coef=a.entropy_coef, agg=a.loss_agg)
+            (loss * (weight * world)).backward()
+            share = tok / max(n_tok, 1)
+            sums["loss"] += loss.item() * weight
+            for k in ("clipfrac", "kl", "entropy", "ppo_kl"):
+                sums[k] += m[k].item() * share
+        return dict(zip(sums, self.dist.sum(list(sums.values()))))
+
+    def train_step(self) -> dict:
+        step, r = self.step, self.cfg.rollout
+        t0 = time.perf_counter()
+        prompts, done, golds = self.rollout(step)
+        t1 = time.perf_counter()
+        texts = [self.tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in done]
+        rewards, reward_stats = self.rewarder(texts, golds)
+        t2 = time.perf_counter()
+        adv = group_advantages(rewards, r.n, self.cfg.algo.adv_eps, self.cfg.algo.adv_std,
+                               self.cfg.algo.adv_scale)
+        prompts_rep = [prompts[c.prompt_index] for c in done]
+        responses = [c.token_ids for c in done]
+        stats = self.train_on(prompts_rep, responses, adv)
+        t3 = time.perf_counter()
+        keys = sorted(reward_stats)
+        n_tokens, n_seq, n_correct, n_trunc, *counts = self.dist.sum(
+            [sum(len(x) for x in responses), len(done), float(rewards.sum()),
+             sum(c.finish_reason == "length" for c in done)] + [reward_stats[k] for k in keys])
+        self.step += 1
+        return {"train/acc": n_correct / n_seq, **dict(zip(keys, counts)),
+                "response_len": n_tokens / n_seq, "truncated_frac": n_trunc / n_seq,
+                **stats, "lr": self.lr_at(step), "skipped_total": self.skipped,
+                "time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/train_s": t3 - t2,
+                "time/step_s": t3 - t0, "tokens_per_s": n_tokens / max(t1 - t0, 1e-9)}
+
+    # ------------------------------------------------------------------ eval, checkpoints, run
+
+    def evaluate(self) -> dict:
+        """Greedy held-out evaluation on the main process (the others wait with gathered weights)."""
+        if not self.eval_rows:
+            return {}
+        self.dist.gather_into(self.actor, self.rollout_model)
+        res = self._evaluate() if self.dist.main else {}
+        self.dist.barrier()
+        return res
+
+    def _evaluate(self) -> dict:
+        if self.rewarder.verifier is None:   # format-reward runs still grade held-out answers
+            from .reward import Verifier
+            self.rewarder.verifier = Verifier(workers=2).start()
+        res = evaluate(self.engine, self.tokenizer, self.eval_rows, self._prompt,
+                       self.cfg.trainer.eval_max_new_tokens, self.stop_ids,
+                       verifier=self.rewarder.verifier)
+        return {f"eval/{k}": v for k, v in res.summary.items()}
+
+    def save(self) -> Path:
+        tensors = models.hf_state_dict(self.actor)      # a collective when sharded
+        if not self.dist.main:
+            return self.out / "checkpoints"
+        state = {"step": self.step, "skipped": self.skipped, "rng": checkpoint.rng_state(),
+                 "config": self.cfg.to_dict(),
+                 "optimizer": None if self.dist.enabled else self.opt.state_dict()}
+        return checkpoint.save(self.out / "checkpoints", self.step,
+                               lambda d: models.save(self.actor, str(d), self.model_path, tensors),
+                               state)
+
+    def _resume(self) -> None:
+        folder = checkpoint.latest(self.out / "checkpoints")
+        if folder is None:
+            return
+        state = checkpoint.load_state(folder)
+        loaded = models.load(str(folder), dtype=self.cfg.model.dtype, device=self.device)
+        with torch.no_grad():
+            for p, q in zip(self.actor.parameters(), loaded.parameters()):
+                p.copy_(q)
+        self.opt.load_state_dict(state["optimizer"])
+        checkpoint.set_rng_state(state["rng"])
+        self.step, self.skipped = state["step"], state["skipped"]
+
+    def run(self) -> list[dict]:
+        t = self.cfg.trainer
+        self.out.mkdir(parents=True, exist_ok=True)
+        rows = []
+        log = (lambda step, m: rows.append(self.log.log(step, m))) if self.log else \
+            (lambda step, m: rows.append({"step": step, **m}))
+        if self.step == 0 and t.eval_every:
+            log(0, self.evaluate())
+        while self.step < t.total_steps:
+            m = self.train_step()
+            if t.eval_every and self.step % t.eval_every == 0:
+                m.update(self.evaluate())
+            log(self.step, m)
+            if t.save_every and (self.step % t.save_every == 0 or self.step == t.total_steps):
+                self.save()
+        if self.log:
+            self.log.close()
+        self.rewarder.close()
+        return rows
+
+
