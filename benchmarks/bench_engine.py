@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -97,7 +98,8 @@ def main() -> None:
                     help="transformers run length (GPU default: min(new tokens, 256))")
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--repeats", type=int, default=None,
-                    help="alternating runs of each side, best kept (default: 3 on CPU, 1 on GPU)")
+                    help="alternating runs of each side; best and median reported "
+                         "(default: 3 on CPU, 1 on GPU)")
     args = ap.parse_args()
     dev = args.device
     torch.manual_seed(0)
@@ -134,10 +136,13 @@ def main() -> None:
                   threads=torch.get_num_threads() if dev == "cpu" else None,
                   prefill_count=stats["prefill_tokens"] / plen, steps=stats["steps"],
                   preemptions=stats["preemptions"])
+    med = statistics.median(r[0] for r in runs)
+    result["tokens_per_s_median"] = round(med, 1)
     if hf_runs:
-        hf_tps = max(hf_runs)[0]
-        result.update(hf_tokens_per_s=round(hf_tps, 1), hf_new_tokens=hf_new,
-                      speedup_vs_hf_generate=round(tps / hf_tps, 2))
+        hf_tps, hf_med = max(hf_runs)[0], statistics.median(r[0] for r in hf_runs)
+        result.update(hf_tokens_per_s=round(hf_tps, 1), hf_tokens_per_s_median=round(hf_med, 1),
+                      hf_new_tokens=hf_new, speedup_vs_hf_generate=round(tps / hf_tps, 2),
+                      speedup_median=round(med / hf_med, 2))
     if dev == "cuda":
         few = torch.randint(0, vocab, (32, plen)).tolist()
         engine.generate(few, max_new_tokens=130, temperature=0.6, ignore_eos=True)

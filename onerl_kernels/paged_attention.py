@@ -37,7 +37,7 @@ import torch
 from . import reference
 from ._backend import _C, resolve
 from .paged_attention_triton import _decode_triton, _prefill_triton
-from .paged_kv import check_caches
+from .paged_kv import _eager_cpp, check_caches
 
 BACKENDS = ("triton", "cpp", "torch")
 
@@ -177,7 +177,10 @@ def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, scale=None, *,
         q = q.contiguous()
     if block_tables.stride(1) != 1:
         block_tables = block_tables.contiguous()
-    return _paged_attention(q, k_cache, v_cache, block_tables, seq_lens.contiguous(), scale,
+    seq_lens = seq_lens.contiguous()
+    if _eager_cpp(backend, q) and k_cache.is_contiguous() and v_cache.is_contiguous():
+        return _decode_cpp(q, k_cache, v_cache, block_tables, seq_lens, scale)  # no op dispatch
+    return _paged_attention(q, k_cache, v_cache, block_tables, seq_lens, scale,
                             -1 if num_splits is None else int(num_splits), backend)
 
 

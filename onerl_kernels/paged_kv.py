@@ -31,6 +31,14 @@ def _row_args(t: torch.Tensor):
     return t.data_ptr(), t.stride(0) * t.element_size()
 
 
+def _eager_cpp(backend: str, t: torch.Tensor) -> bool:
+    """Whether a call may run the C++ CPU twin directly instead of through its custom op: CPU
+    tensors, backend auto/cpp, eager inference mode (no graph capture, no version counters to
+    bump). Saves the op dispatch (tens of microseconds) on every engine decode step."""
+    return not torch.compiler.is_compiling() and t.device.type == "cpu" \
+        and backend in ("auto", "cpp") and _C is not None and torch.is_inference_mode_enabled()
+
+
 @torch.library.custom_op("onerl::write_kv", mutates_args=("k_cache", "v_cache"))
 def _write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
               slot_mapping: torch.Tensor, backend: str) -> None:
@@ -39,7 +47,7 @@ def _write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: 
         reference.write_kv(k, v, k_cache, v_cache, slot_mapping)
         return
     (kp, ks), (vp, vs) = _row_args(k), _row_args(v)
-    row_bytes = k_cache[0, 0].numel() * k_cache.element_size()
+    row_bytes = k_cache.shape[2] * k_cache.shape[3] * k_cache.element_size()
     num_slots = k_cache.shape[0] * k_cache.shape[1]
     args = (kp, vp, k_cache.data_ptr(), v_cache.data_ptr(), slot_mapping.data_ptr(), k.shape[0],
             row_bytes, ks, vs, num_slots)
@@ -122,7 +130,14 @@ def write_kv(k, v, k_cache, v_cache, slot_mapping, *, backend: str = "auto") -> 
     if slot_mapping.device != k_cache.device:
         raise ValueError(f"write_kv: slot_mapping is on {slot_mapping.device}, the cache on "
                          f"{k_cache.device}")
-    _write_kv(k, v, k_cache, v_cache, slot_mapping.contiguous(), backend)
+    slot_mapping = slot_mapping.contiguous()
+    if _eager_cpp(backend, k_cache):  # the engine's CPU decode: skip the op dispatch
+        (kp, ks), (vp, vs) = _row_args(k), _row_args(v)
+        _C.write_kv_cpu(kp, vp, k_cache.data_ptr(), v_cache.data_ptr(), slot_mapping.data_ptr(),
+                        k.shape[0], k_cache.shape[2] * k_cache.shape[3] * k_cache.element_size(),
+                        ks, vs, k_cache.shape[0] * k_cache.shape[1])
+        return
+    _write_kv(k, v, k_cache, v_cache, slot_mapping, backend)
 
 
 def copy_blocks(k_cache, v_cache, src, dst, *, backend: str = "auto") -> None:

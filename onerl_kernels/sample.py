@@ -33,6 +33,7 @@ import torch
 
 from . import reference
 from ._backend import _C, resolve, stream_of
+from .paged_kv import _eager_cpp
 
 BACKENDS = ("cuda", "cpp", "torch")
 CHUNK = reference.SAMPLE_CHUNK
@@ -105,4 +106,6 @@ def sample(logits, temperature, top_k, top_p, seeds, positions, *, backend: str 
     top_p = _vec("top_p", top_p, B, torch.float32, dev)
     seeds = _vec("seeds", seeds, B, torch.int64, dev)
     positions = _vec("positions", positions, B, torch.int64, dev)
+    if _eager_cpp(backend, logits) and hasattr(_C, "sample_cpu"):  # no op dispatch
+        return _sample_cpp(logits, temperature, top_k, top_p, seeds, positions, False)
     return _sample(logits, temperature, top_k, top_p, seeds, positions, backend)

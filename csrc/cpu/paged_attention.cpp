@@ -1,11 +1,15 @@
 // CPU twin of paged_attention (decode; math in onerl_kernels/paged_attention.py): reads K/V rows
 // straight from the paged cache through the block table, no gather copy.
 //
-// For each (sequence b, kv head h): the G = Hq / Hkv query heads of h are scaled and turned to
-// fp32; pass 1 computes the scores of all seq_len positions (G per K row read), the softmax is
-// taken per query head in fp32, pass 2 accumulates the V rows. Caches contiguous
+// For each (sequence b, kv head h), in parallel (OpenMP when the build has it): the G = Hq / Hkv
+// query heads of h are scaled and turned to fp32; pass 1 computes the scores of all seq_len
+// positions (each K row read once for the G heads), the softmax is taken per query head in fp32,
+// pass 2 accumulates the V rows (each read once). Inner loops run over head_dim with fixed
+// partial sums, so the compiler vectorises them and results do not depend on the thread count;
+// x86-64 builds also carry an AVX2 clone picked at load time. Caches contiguous
 // [num_blocks, block_size, Hkv, D] of fp32 / bf16 / fp16; q [B, Hq, D] with strides; out
-// contiguous [B, Hq, D] in q's dtype. Block ids outside the cache raise.
+// contiguous [B, Hq, D] in q's dtype. Sequence lengths and block ids are checked before any
+// work (bad ones raise).
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -13,9 +17,15 @@
 #include <string>
 #include <vector>
 
-#include "sample.h"  // LogitDtype codes and the bf16 / fp16 converters
+#include "sample.h"  // LogitDtype codes, the bf16 / fp16 converters and exp_vec
 
 namespace py = pybind11;
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
+#define ONERL_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define ONERL_CLONES
+#endif
 
 namespace onerl {
 namespace {
@@ -39,7 +49,6 @@ inline const float* row_at(const void* base, int64_t offset, int64_t n, int dtyp
   load_row(base, offset, n, dtype, buf);
   return buf;
 }
-
 inline uint16_t float_to_bf16(float f) {  // round to nearest even
   uint32_t b = float_to_bits(f);
   if ((b & 0x7F800000u) == 0x7F800000u)  // inf stays inf, NaN stays NaN
@@ -82,7 +91,7 @@ inline void store_row(void* base, int64_t offset, int64_t n, int dtype, const fl
 }
 
 // Dot product with eight independent partial sums (vectorises without reassociation).
-inline float dot(const float* a, const float* b, int64_t n) {
+inline float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -90,6 +99,81 @@ inline float dot(const float* a, const float* b, int64_t n) {
   float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
+}
+
+struct Problem {
+  const void *q, *k, *v;
+  void* out;
+  const int32_t *tables, *lens;
+  int64_t q_stride_b, q_stride_h, table_stride, q_heads, kv_heads, head_dim, block_size;
+  float scale;
+  int dtype;
+};
+
+// Scratch floats one (b, h) item needs: q, accumulators, a converted row, G x n scores.
+inline size_t scratch_size(const Problem& P, int64_t max_len) {
+  const int64_t G = P.q_heads / P.kv_heads, D = P.head_dim;
+  return static_cast<size_t>(2 * G * D + D + G * std::max<int64_t>(max_len, 1));
+}
+
+// Attention of sequence b's query heads h*G .. h*G+G-1 over its kv head h.
+ONERL_CLONES void attend(const Problem& P, int64_t b, int64_t h, float* scratch) {
+  const int64_t G = P.q_heads / P.kv_heads, D = P.head_dim, bs = P.block_size;
+  const int64_t n = P.lens[b], Hkv = P.kv_heads;
+  const int32_t* table = P.tables + b * P.table_stride;
+  float* __restrict qf = scratch;
+  float* __restrict acc = qf + G * D;
+  float* __restrict row = acc + G * D;
+  float* __restrict scores = row + D;
+  for (int64_t g = 0; g < G; ++g) {
+    load_row(P.q, b * P.q_stride_b + (h * G + g) * P.q_stride_h, D, P.dtype, qf + g * D);
+    for (int64_t d = 0; d < D; ++d) qf[g * D + d] *= P.scale;
+  }
+  // Positions block by block (no division per position): block j holds p = j*bs .. +bs-1.
+  for (int64_t p0 = 0, j = 0; p0 < n; p0 += bs, ++j) {  // pass 1: scores
+    const int64_t first = static_cast<int64_t>(table[j]) * bs, m = std::min(bs, n - p0);
+    for (int64_t o = 0; o < m; ++o) {
+      const float* k = row_at(P.k, ((first + o) * Hkv + h) * D, D, P.dtype, row);
+      for (int64_t g = 0; g < G; ++g) scores[g * n + p0 + o] = dot(qf + g * D, k, D);
+    }
+  }
+  for (int64_t g = 0; g < G; ++g) {  // softmax per query head (fixed partial sums)
+    float* __restrict s = scores + g * n;
+    float mx[8], sm[8];
+    for (int u = 0; u < 8; ++u) mx[u] = -INFINITY, sm[u] = 0.0f;
+    int64_t p = 0;
+    for (; p + 8 <= n; p += 8)
+      for (int u = 0; u < 8; ++u) mx[u] = s[p + u] > mx[u] ? s[p + u] : mx[u];
+    float m = -INFINITY;
+    for (int u = 0; u < 8; ++u) m = mx[u] > m ? mx[u] : m;
+    for (; p < n; ++p) m = s[p] > m ? s[p] : m;
+    for (p = 0; p + 8 <= n; p += 8)
+      for (int u = 0; u < 8; ++u) {
+        s[p + u] = exp_vec(s[p + u] - m);
+        sm[u] += s[p + u];
+      }
+    float sum = ((sm[0] + sm[1]) + (sm[2] + sm[3])) + ((sm[4] + sm[5]) + (sm[6] + sm[7]));
+    for (; p < n; ++p) {
+      s[p] = exp_vec(s[p] - m);
+      sum += s[p];
+    }
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    for (p = 0; p < n; ++p) s[p] *= inv;
+  }
+  for (int64_t i = 0; i < G * D; ++i) acc[i] = 0.0f;
+  for (int64_t p0 = 0, j = 0; p0 < n; p0 += bs, ++j) {  // pass 2: weighted V rows
+    const int64_t first = static_cast<int64_t>(table[j]) * bs, m = std::min(bs, n - p0);
+    for (int64_t o = 0; o < m; ++o) {
+      const float* __restrict v = row_at(P.v, ((first + o) * Hkv + h) * D, D, P.dtype, row);
+      for (int64_t g = 0; g < G; ++g) {
+        const float w = scores[g * n + p0 + o];
+        float* __restrict a = acc + g * D;
+        for (int64_t d = 0; d < D; ++d) a[d] += w * v[d];
+      }
+    }
+  }
+  for (int64_t g = 0; g < G; ++g)
+    store_row(P.out, (b * P.q_heads + h * G + g) * D, D, P.dtype, acc + g * D);
 }
 
 }  // namespace
@@ -102,65 +186,37 @@ void paged_attention_cpu(std::uintptr_t q, int64_t q_stride_b, int64_t q_stride_
                          int64_t kv_heads, int64_t head_dim, int64_t block_size,
                          int64_t num_blocks, int64_t max_blocks, double scale, int dtype) {
   check(dtype == kF32 || dtype == kBF16 || dtype == kF16, "paged_attention: unsupported dtype");
-  const int64_t G = q_heads / kv_heads, D = head_dim;
-  const int32_t* tables = as_ptr<const int32_t>(block_tables);
-  const int32_t* lens = as_ptr<const int32_t>(seq_lens);
-  const void* qp = as_ptr<const void>(q);
-  const void* kc = as_ptr<const void>(k_cache);
-  const void* vc = as_ptr<const void>(v_cache);
-  void* op = as_ptr<void>(out);
-  std::vector<float> qf(G * D), row(D), acc(G * D), scores;
-  for (int64_t b = 0; b < batch; ++b) {
-    const int64_t n = lens[b];
+  const Problem P{as_ptr<const void>(q), as_ptr<const void>(k_cache),
+                  as_ptr<const void>(v_cache), as_ptr<void>(out),
+                  as_ptr<const int32_t>(block_tables), as_ptr<const int32_t>(seq_lens),
+                  q_stride_b, q_stride_h, table_stride, q_heads, kv_heads, head_dim, block_size,
+                  static_cast<float>(scale), dtype};
+  int64_t max_len = 0, work = 0;
+  for (int64_t b = 0; b < batch; ++b) {  // validate everything before the (parallel) work
+    const int64_t n = P.lens[b];
     check(n >= 0 && n <= max_blocks * block_size,
           "paged_attention: seq_lens[" + std::to_string(b) + "] = " + std::to_string(n) +
               " does not fit its block table (" + std::to_string(max_blocks) + " blocks of " +
               std::to_string(block_size) + ")");
-    const int32_t* table = tables + b * table_stride;
-    scores.resize(static_cast<size_t>(G * (n > 0 ? n : 1)));
-    for (int64_t h = 0; h < kv_heads; ++h) {
-      for (int64_t g = 0; g < G; ++g) {
-        load_row(qp, b * q_stride_b + (h * G + g) * q_stride_h, D, dtype, &qf[g * D]);
-        for (int64_t d = 0; d < D; ++d) qf[g * D + d] *= static_cast<float>(scale);
-      }
-      for (int64_t p = 0; p < n; ++p) {  // pass 1: scores
-        const int64_t blk = table[p / block_size];
-        if (blk < 0 || blk >= num_blocks)  // (the message is built only on failure)
-          check(false, "paged_attention: block_tables[" + std::to_string(b) + ", " +
-                           std::to_string(p / block_size) + "] = " + std::to_string(blk) +
-                           " is outside the cache");
-        const float* k = row_at(kc, ((blk * block_size + p % block_size) * kv_heads + h) * D, D,
-                                dtype, row.data());
-        for (int64_t g = 0; g < G; ++g) scores[g * n + p] = dot(&qf[g * D], k, D);
-      }
-      std::vector<float> inv(G, 0.0f);
-      for (int64_t g = 0; g < G; ++g) {  // softmax per query head
-        float* s = &scores[g * n];
-        float m = -INFINITY;
-        for (int64_t p = 0; p < n; ++p) m = fmaxf(m, s[p]);
-        float sum = 0.0f;
-        for (int64_t p = 0; p < n; ++p) {
-          s[p] = expf(s[p] - m);
-          sum += s[p];
-        }
-        inv[g] = sum > 0.0f ? 1.0f / sum : 0.0f;
-      }
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t p = 0; p < n; ++p) {  // pass 2: weighted V rows
-        const int64_t blk = table[p / block_size];
-        const float* v = row_at(vc, ((blk * block_size + p % block_size) * kv_heads + h) * D, D,
-                                dtype, row.data());
-        for (int64_t g = 0; g < G; ++g) {
-          const float w = scores[g * n + p];
-          float* a = &acc[g * D];
-          for (int64_t d = 0; d < D; ++d) a[d] += w * v[d];
-        }
-      }
-      for (int64_t g = 0; g < G; ++g) {
-        for (int64_t d = 0; d < D; ++d) acc[g * D + d] *= inv[g];
-        store_row(op, (b * q_heads + h * G + g) * D, D, dtype, &acc[g * D]);
-      }
-    }
+    const int32_t* table = P.tables + b * table_stride;
+    for (int64_t j = 0; j * block_size < n; ++j)
+      if (table[j] < 0 || table[j] >= num_blocks)  // (the message is built only on failure)
+        check(false, "paged_attention: block_tables[" + std::to_string(b) + ", " +
+                         std::to_string(j) + "] = " + std::to_string(table[j]) +
+                         " is outside the cache");
+    max_len = std::max(max_len, n);
+    work += n;
+  }
+  const int64_t items = batch * kv_heads;
+  const size_t scratch = scratch_size(P, max_len);
+  // Threads only when there is enough work to pay for waking them (~1M multiply-adds).
+  const bool parallel = 2 * work * q_heads * head_dim >= (int64_t(1) << 20) && items > 1;
+  (void)parallel;
+#pragma omp parallel if (parallel)
+  {
+    std::vector<float> buf(scratch);
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t i = 0; i < items; ++i) attend(P, i / kv_heads, i % kv_heads, buf.data());
   }
 }
 

@@ -14,8 +14,37 @@
 
 namespace py = pybind11;
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
+#define ONERL_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define ONERL_CLONES
+#endif
+
 namespace onerl {
 namespace {
+
+// sum over i < n of e_i = exp((z_i - m) * inv_t), counting only z_i >= keep unless all (which
+// also counts NaN logits, as a plain sum does); e_i (0 where not counted) is stored to w when w
+// is given. Eight fixed partial sums.
+template <bool all>
+inline float exp_sum(const float* __restrict z, int n, float m, float inv_t, float* __restrict w,
+                     float keep) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int u = 0; u < 8; ++u) {
+      const float e = (all || z[i + u] >= keep) ? exp_vec((z[i + u] - m) * inv_t) : 0.0f;
+      if (w) w[i + u] = e;
+      acc[u] += e;
+    }
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) {
+    const float e = (all || z[i] >= keep) ? exp_vec((z[i] - m) * inv_t) : 0.0f;
+    if (w) w[i] = e;
+    s += e;
+  }
+  return s;
+}
 
 float row_threshold(const void* row, int dtype, int64_t vocab, float temperature, int64_t top_k,
                     float top_p, std::vector<float>& buf) {
@@ -50,63 +79,79 @@ float row_threshold(const void* row, int dtype, int64_t vocab, float temperature
   return tau;
 }
 
-void chunk_partial(const void* row, int dtype, int64_t vocab, int64_t c, float temperature,
-                   float tau, int64_t seed, int64_t position, float* part, int32_t* part_token,
-                   float* z, float* w, int32_t* tok) {
+// Chunk c of a row: the partial (m_full, s_full, m_keep, s_keep, z of the drawn token). Max
+// and sums run over the chunk in memory order with eight fixed partial sums (they vectorise;
+// the CUDA kernel reduces in yet another order: both are within float rounding); only the
+// inverse-CDF walk follows the lane order, sequentially. z: the chunk as fp32 when the logits
+// are 16-bit (fp32 rows are read in place); w: the kept weights.
+ONERL_CLONES void chunk_partial(const void* row, int dtype, int64_t vocab, int64_t c,
+                                float temperature, float tau, int64_t seed, int64_t position,
+                                float* part, int32_t* part_token, float* zbuf, float* wbuf) {
   const int64_t base = c * kChunk;
-  int n = 0;  // the chunk's tokens in lane order (positions past the vocabulary left out)
-  for (int t = 0; t < kLanes; ++t)
-    for (int j = 0; j < kPerLane; ++j) {
-      const int64_t i = base + lane_offset(t, j);
-      if (i >= vocab) continue;
-      z[n] = load_logit(row, i, dtype);
-      tok[n++] = static_cast<int32_t>(i);
+  const int lim = static_cast<int>(std::min<int64_t>(kChunk, vocab - base));  // chunk length
+  const float* __restrict z = static_cast<const float*>(row) + base;
+  if (dtype != kF32) {
+    for (int i = 0; i < lim; ++i) zbuf[i] = load_logit(row, base + i, dtype);
+    z = zbuf;
+  }
+  float* __restrict w = wbuf;
+  float mf8[8], mk8[8];
+  for (int u = 0; u < 8; ++u) mf8[u] = mk8[u] = -INFINITY;
+  int i = 0;
+  for (; i + 8 <= lim; i += 8)
+    for (int u = 0; u < 8; ++u) {
+      const float x = z[i + u];
+      mf8[u] = x > mf8[u] ? x : mf8[u];  // (NaN logits are skipped, as fmaxf does)
+      mk8[u] = (x >= tau && x > mk8[u]) ? x : mk8[u];
     }
   float mf = -INFINITY, mk = -INFINITY;
-  for (int o = 0; o < n; ++o) {
-    mf = fmaxf(mf, z[o]);
-    if (z[o] >= tau) mk = fmaxf(mk, z[o]);
+  for (int u = 0; u < 8; ++u) {
+    mf = mf8[u] > mf ? mf8[u] : mf;
+    mk = mk8[u] > mk ? mk8[u] : mk;
+  }
+  for (; i < lim; ++i) {
+    mf = z[i] > mf ? z[i] : mf;
+    mk = (z[i] >= tau && z[i] > mk) ? z[i] : mk;
   }
   const float inv_t = inv_temperature(temperature);
   const bool same = tau == -INFINITY && temperature > 0.0f;  // kept weights = full weights
   float sf = 0.0f;
-  if (mf > -INFINITY)
-    for (int o = 0; o < n; ++o) {
-      const float e = expf((z[o] - mf) * inv_t);
-      if (same) w[o] = e;
-      sf += e;
-    }
+  if (mf > -INFINITY) sf = exp_sum<true>(z, lim, mf, inv_t, same ? w : nullptr, -INFINITY);
   if (!(temperature > 0.0f)) {  // argmax: lowest token index holding the chunk maximum
-    int32_t best = INT32_MAX;
-    for (int o = 0; o < n; ++o)
-      if (z[o] == mf && tok[o] < best) best = tok[o];
+    int best = -1;
+    for (int o = 0; o < lim && best < 0; ++o)
+      if (z[o] == mf) best = o;
     part[0] = mf; part[1] = sf; part[2] = mf; part[3] = 1.0f; part[4] = mf;
-    *part_token = best == INT32_MAX ? static_cast<int32_t>(base) : best;
+    *part_token = static_cast<int32_t>(base + (best < 0 ? 0 : best));
     return;
   }
   float sk = 0.0f;
   if (same && mf > -INFINITY) {
     sk = sf;
+  } else if (mk > -INFINITY) {
+    sk = exp_sum<false>(z, lim, mk, inv_t, w, tau);
   } else {
-    for (int o = 0; o < n; ++o) {
-      w[o] = (z[o] >= tau && mk > -INFINITY) ? expf((z[o] - mk) * inv_t) : 0.0f;
-      sk += w[o];
-    }
+    for (int o = 0; o < lim; ++o) w[o] = 0.0f;
   }
   const float target = philox_uniform(seed, position, static_cast<uint32_t>(c)) * sk;
-  int chosen = -1, last = -1;
+  int chosen = -1, last = -1;  // chunk offsets, visited in lane order
   float cum = 0.0f;
-  for (int o = 0; o < n; ++o) {
-    if (!(w[o] > 0.0f)) continue;
-    last = o;
-    cum += w[o];
-    if (cum > target) { chosen = o; break; }
-  }
+  for (int t = 0; t < kLanes && chosen < 0; ++t)  // lane t: groups s of 4 at s*1024 + t*4
+    for (int s = 0; s < 4 && chosen < 0; ++s) {
+      const int o0 = lane_offset(t, s * 4);
+      if (o0 >= lim) break;
+      for (int o = o0; o < o0 + 4 && o < lim; ++o) {
+        if (!(w[o] > 0.0f)) continue;
+        last = o;
+        cum += w[o];
+        if (cum > target) { chosen = o; break; }
+      }
+    }
   if (chosen < 0) chosen = last;
   part[0] = mf; part[1] = sf; part[2] = mk;
   part[3] = chosen < 0 ? 0.0f : sk;
   part[4] = chosen < 0 ? -INFINITY : z[chosen];
-  *part_token = chosen < 0 ? static_cast<int32_t>(base) : tok[chosen];
+  *part_token = static_cast<int32_t>(base + (chosen < 0 ? 0 : chosen));
 }
 
 }  // namespace
@@ -128,17 +173,21 @@ void sample_cpu(std::uintptr_t logits, int64_t row_stride, int dtype, int64_t ba
   float* taus = as_ptr<float>(tau);
   float* parts = as_ptr<float>(part);
   int32_t* ptok = as_ptr<int32_t>(part_token);
-  std::vector<float> buf, z(kChunk), w(kChunk);
-  std::vector<int32_t> tok(kChunk);
-  for (int64_t b = 0; b < batch; ++b) {
-    const void* row = as_ptr<const char>(logits) + b * row_stride * esize;
-    taus[b] = row_threshold(row, dtype, vocab, temp[b], k[b], p[b], buf);
-    for (int64_t c = 0; c < chunks; ++c)
-      chunk_partial(row, dtype, vocab, c, temp[b], taus[b], seed[b], pos[b],
-                    parts + (b * chunks + c) * kPartFields, ptok + b * chunks + c, z.data(),
-                    w.data(), tok.data());
-    merge_row(parts + b * chunks * kPartFields, ptok + b * chunks, chunks, temp[b], seed[b],
-              pos[b], as_ptr<int64_t>(tokens) + b, as_ptr<float>(logp) + b);
+  // Rows in parallel (OpenMP builds); each row's result depends only on that row.
+#pragma omp parallel if (batch * vocab >= (int64_t(1) << 16) && batch > 1)
+  {
+    std::vector<float> buf, z(dtype == kF32 ? 0 : kChunk), w(kChunk);
+#pragma omp for schedule(dynamic, 2)
+    for (int64_t b = 0; b < batch; ++b) {
+      const void* row = as_ptr<const char>(logits) + b * row_stride * esize;
+      taus[b] = row_threshold(row, dtype, vocab, temp[b], k[b], p[b], buf);
+      for (int64_t c = 0; c < chunks; ++c)
+        chunk_partial(row, dtype, vocab, c, temp[b], taus[b], seed[b], pos[b],
+                      parts + (b * chunks + c) * kPartFields, ptok + b * chunks + c, z.data(),
+                      w.data());
+      merge_row(parts + b * chunks * kPartFields, ptok + b * chunks, chunks, temp[b], seed[b],
+                pos[b], as_ptr<int64_t>(tokens) + b, as_ptr<float>(logp) + b);
+    }
   }
 }
 
