@@ -22,8 +22,10 @@ class EvalResult:
 
 
 def evaluate(engine, tokenizer, rows, make_prompt, max_new_tokens: int, stop_ids, *,
-             temperature: float = 0.0, n: int = 1, seed: int = 0, verifier: Verifier | None = None
-             ) -> EvalResult:
+             temperature: float = 0.0, n: int = 1, seed: int = 0, verifier: Verifier | None = None,
+             extra: dict | None = None) -> EvalResult:
+    """``extra``: more accuracies, name -> correct(response, gold) (e.g. the toy's format-free
+    score), reported as ``acc_<name>``."""
     prompts = [make_prompt(r) for r in rows]
     done = engine.generate(prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
                            stop_token_ids=stop_ids, seed=seed, use_tqdm=False)
@@ -49,4 +51,6 @@ def evaluate(engine, tokenizer, rows, make_prompt, max_new_tokens: int, stop_ids
         "reflection_rate": sum(bool(REFLECTION.search(t)) for t in texts) / k,
         "response_len": sum(len(c.token_ids) for c in done) / k,
     }
+    for name, correct in (extra or {}).items():
+        summary[f"acc_{name}"] = sum(bool(correct(t, g)) for t, g in zip(texts, golds)) / k
     return EvalResult(summary, samples)

@@ -24,6 +24,12 @@ def summarize(rows: list[dict], wall_s: float) -> dict:
         out["train_acc_final"] = accs[-1]
         out["train_acc_first"] = accs[0]
         lines.append(f"{'train_acc (first, final)':<28}{accs[0]:>10.3f}{accs[-1]:>10.3f}")
+        hold = [(r["step"], r["eval/acc_strict"]) for r in rows if "eval/acc_strict" in r]
+        sat = next((r["step"] for r in rows if r.get("train/acc", 0) >= 0.95), None)
+        if sat is not None and hold:
+            at_sat = max((a for s, a in hold if s <= sat), default=hold[0][1])
+            out["train_saturated_step"] = sat
+            out["heldout_gain_after_saturation"] = hold[-1][1] - at_sat
     lines.append(f"wall time {wall_s:.0f} s over {out['steps']} steps")
     out["table"] = "\n".join(lines)
     return out

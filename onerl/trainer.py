@@ -266,8 +266,14 @@ class Trainer:
             self.rewarder.verifier = Verifier(workers=2).start()
         res = evaluate(self.engine, self.tokenizer, self.eval_rows, self._prompt,
                        self.cfg.trainer.eval_max_new_tokens, self.stop_ids,
-                       verifier=self.rewarder.verifier)
+                       verifier=self.rewarder.verifier, extra=self._extra_scores())
         return {f"eval/{k}": v for k, v in res.summary.items()}
+
+    def _extra_scores(self) -> dict:
+        if all(f.startswith("toy:") for f in self.cfg.trainer.eval_files):
+            from .toy.score import format_free_correct
+            return {"format_free": format_free_correct}
+        return {}
 
     def save(self) -> Path:
         tensors = models.hf_state_dict(self.actor)      # a collective when sharded
