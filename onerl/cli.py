@@ -4,6 +4,11 @@
     torchrun --nproc-per-node N -m onerl train ...      (FSDP2 across N processes)
     onerl plot RUN_DIR              PNG curves of a run
     onerl selfcheck                 kernels vs their references on every visible device (JSON)
+    onerl eval MODEL [MORE ...] --data DIR [--benchmarks math500,aime24,...] [--out DIR]
+                                    benchmark scores (paper protocol), per-sample JSONL + summary
+    onerl select --history acc.json --rank 1 [--pool pool.jsonl --out chosen.jsonl]
+                                    pick pi_j by historical accuracy variance
+    onerl report RUN_DIR            RUN_DIR/report.md: eval table, best step, curves
 
 ``onerl train`` with no arguments runs the toy recipe: 1-shot RLVR on one problem of onerl's
 toy math world, with the tiny model shipped in the package, on a CPU in minutes.
@@ -76,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_plot)
     p = sub.add_parser("selfcheck", help="run every kernel against its reference (JSON report)")
     p.set_defaults(func=_selfcheck)
+    from . import eval_cli, report_md, select  # light modules: heavy imports stay in handlers
+
+    eval_cli.add_parser(sub)
+    select.add_parser(sub)
+    report_md.add_parser(sub)
     return ap
 
 

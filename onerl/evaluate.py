@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .benchmarks import REFLECTION_WORDS  # the paper's self-reflection words
 from .reward import Verifier, format_reward
 
-REFLECTION = re.compile(r"\b(rethink|recheck|recalculate)", re.IGNORECASE)
+REFLECTION = re.compile(r"\b(" + "|".join(REFLECTION_WORDS) + ")", re.IGNORECASE)
 
 
 @dataclass

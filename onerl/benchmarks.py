@@ -1,0 +1,219 @@
+r"""The math benchmarks of the 1-shot RLVR paper: protocol, prompt templates, data files and scores.
+
+Protocol (the Qwen2.5-Math evaluation harness as the paper ran it; every value can be overridden
+from ``onerl eval``)::
+
+    benchmark       samples  temperature  reported
+    math500         1        0 (greedy)   accuracy
+    minerva_math    1        0 (greedy)   accuracy
+    olympiadbench   1        0 (greedy)   accuracy
+    aime24          8        0.6          avg@8 (mean accuracy over the 8 samples of every problem)
+    aime25          8        0.6          avg@8
+    amc23           8        0.6          avg@8
+
+with at most 3072 new tokens, top-p 1. When a benchmark draws n > 1 samples, pass@k (the unbiased
+estimator ``1 - C(n-c, k) / C(n, k)``, averaged over problems) is reported next to avg@n.
+
+Prompt templates: ``qwen25-math-cot`` writes the harness's prompt itself (system turn asking for a
+boxed answer, then the bare question, no chat-template call); ``chat`` applies the tokenizer's own
+chat template to one user turn; ``auto`` picks ``qwen25-math-cot`` when the tokenizer knows the
+ChatML tokens ``<|im_start|>`` / ``<|im_end|>`` (the Qwen2.5-Math family) and ``chat`` otherwise.
+
+Data: ``DIR/<name>.jsonl``, one JSON object per line with ``problem`` and ``answer`` (and
+optionally ``id``). Errors name the file and the line.
+
+Self-reflection: a response counts when it contains one of the words (default "rethink",
+"recheck", "recalculate"; case-insensitive, starting at a word boundary, so "Rechecking" counts).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from math import comb
+from pathlib import Path
+
+from .data import DataError, Row, chat_prompt, load_rows
+
+QWEN25_MATH_COT = ("<|im_start|>system\nPlease reason step by step, and put your final answer "
+                   "within \\boxed{}.<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
+                   "<|im_start|>assistant\n")
+TEMPLATES = ("auto", "qwen25-math-cot", "chat")
+SIX = ("math500", "aime24", "amc23", "minerva_math", "olympiadbench", "aime25")
+MAX_TOKENS = 3072
+STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "</s>")
+REFLECTION_WORDS = ("rethink", "recheck", "recalculate")  # [P] section 3.2.4
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one benchmark is decoded: ``n`` samples per problem at ``temperature`` (0 = greedy)."""
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = MAX_TOKENS
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @property
+    def label(self) -> str:
+        return "greedy" if self.greedy and self.n == 1 else f"avg@{self.n} T={self.temperature:g}"
+
+
+PROTOCOLS = {
+    "math500": Protocol(1, 0.0), "minerva_math": Protocol(1, 0.0),
+    "olympiadbench": Protocol(1, 0.0),
+    "aime24": Protocol(8, 0.6), "aime25": Protocol(8, 0.6), "amc23": Protocol(8, 0.6),
+}
+
+
+def protocol_for(name: str, n: int | None = None, temperature: float | None = None,
+                 top_p: float | None = None, max_tokens: int | None = None) -> Protocol:
+    """The paper's protocol for ``name`` (greedy, one sample for unknown names), with any
+    explicitly given value replacing the default."""
+    base = PROTOCOLS.get(name, Protocol())
+    p = Protocol(n if n is not None else base.n,
+                 temperature if temperature is not None else base.temperature,
+                 top_p if top_p is not None else base.top_p,
+                 max_tokens if max_tokens is not None else base.max_tokens)
+    if p.n < 1 or p.max_tokens < 1 or p.temperature < 0 or not 0 < p.top_p <= 1:
+        raise ValueError(f"{name}: invalid protocol {p} (need n >= 1, max_tokens >= 1, "
+                         f"temperature >= 0, 0 < top_p <= 1)")
+    if p.n > 1 and p.greedy:
+        raise ValueError(f"{name}: {p.n} samples at temperature 0 would all be identical; "
+                         "set --temperature > 0 or --n 1")
+    return p
+
+
+def parse_benchmarks(spec: str) -> list[str]:
+    """``"math500,aime24"`` -> ``["math500", "aime24"]`` (``"all"`` = the paper's six)."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if names == ["all"]:
+        return list(SIX)
+    if not names:
+        raise ValueError("--benchmarks: no benchmark named")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--benchmarks: a benchmark is named twice in {spec!r}")
+    return names
+
+
+# ---------------------------------------------------------------- scores
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem with ``c`` correct among ``n`` samples: the probability
+    that k samples drawn without replacement contain a correct one."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def reflection_regex(words=REFLECTION_WORDS) -> re.Pattern:
+    """Case-insensitive pattern of the self-reflection words, each starting at a word boundary."""
+    words = [w.strip() for w in words if w.strip()]
+    if not words:
+        raise ValueError("reflection words: the list is empty")
+    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + ")", re.IGNORECASE)
+
+
+def count_reflections(texts, words=REFLECTION_WORDS) -> int:
+    """How many of ``texts`` contain at least one self-reflection word."""
+    pat = reflection_regex(words)
+    return sum(1 for t in texts if pat.search(t))
+
+
+# ---------------------------------------------------------------- data
+
+def load_benchmark(data_dir: str | Path, name: str, limit: int | None = None) -> list[Row]:
+    """Rows of ``DIR/<name>.jsonl``; every line must be a JSON object with ``problem`` and
+    ``answer``. Raises :class:`onerl.data.DataError` naming the file and line."""
+    path = Path(data_dir) / f"{name}.jsonl"
+    if not path.is_file():
+        raise DataError(f"benchmark {name!r}: data file not found: {path}")
+    records = 0
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}, line {line_no}: not valid JSON ({e.msg})") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}, line {line_no}: expected a JSON object, got "
+                                f"{type(rec).__name__}")
+            for key in ("problem", "answer"):
+                if rec.get(key) is None:
+                    raise DataError(f"{path}, line {line_no}: missing field {key!r} "
+                                    f"(fields: {sorted(rec)})")
+            if not isinstance(rec["problem"], str) or not rec["problem"].strip():
+                raise DataError(f"{path}, line {line_no}: field 'problem' must be non-empty text")
+            records += 1
+    if not records:
+        raise DataError(f"{path}: empty file (no JSON lines)")
+    rows = load_rows(str(path), problem_field="problem", answer_field="answer")
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {limit}")
+        rows = rows[:limit]
+    return rows
+
+
+# ---------------------------------------------------------------- prompts
+
+def _token_id(tokenizer, token: str) -> int | None:
+    vocab = tokenizer.get_vocab()
+    return vocab.get(token)
+
+
+def resolve_template(tokenizer, template: str) -> str:
+    """The concrete template for ``auto`` (see the module docstring); others are checked."""
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
+    chatml = all(_token_id(tokenizer, t) is not None for t in ("<|im_start|>", "<|im_end|>"))
+    if template == "auto":
+        template = "qwen25-math-cot" if chatml else "chat"
+    if template == "qwen25-math-cot" and not chatml:
+        raise ValueError("template qwen25-math-cot needs a tokenizer with the <|im_start|> and "
+                         "<|im_end|> tokens; use --template chat")
+    if template == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the tokenizer has no chat template; use --template qwen25-math-cot "
+                         "(ChatML tokenizers) or a model folder with a chat template")
+    return template
+
+
+def prompt_text(question: str, template: str, tokenizer=None) -> str:
+    """The prompt as text (for the per-sample records and for ``qwen25-math-cot``)."""
+    if template == "qwen25-math-cot":
+        return QWEN25_MATH_COT.replace("{question}", question)
+    if template == "chat":
+        return tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                             add_generation_prompt=True, tokenize=False)
+    raise ValueError(f"prompt_text: template {template!r} is not resolved (call resolve_template)")
+
+
+def prompt_ids(tokenizer, question: str, template: str) -> list[int]:
+    """Token ids of the prompt; special tokens in the qwen25-math-cot text become single ids."""
+    if template == "chat":
+        return chat_prompt(tokenizer, question)
+    return list(tokenizer.encode(prompt_text(question, template), add_special_tokens=False))
+
+
+def stop_token_ids(tokenizer, folder: str | Path | None = None) -> list[int]:
+    """End-of-turn / end-of-text ids: generation_config's eos, the tokenizer's eos and the
+    harness's stop tokens (<|im_end|>, <|endoftext|>, </s>) where the vocabulary has them."""
+    ids: set[int] = set()
+    gen = Path(folder) / "generation_config.json" if folder else None
+    if gen is not None and gen.is_file():
+        eos = json.loads(gen.read_text()).get("eos_token_id")
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    for tok in STOP_TOKENS:
+        tid = _token_id(tokenizer, tok)
+        if tid is not None:
+            ids.add(tid)
+    return sorted(ids)
