@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import world
 
-PI1_ID = "toy-pool-000"
+PI1_ID = "toy-pool-019"   # the largest careful-vs-other-mode gap in the base's own samples
 HELDOUT_SIZE = 400
 
 

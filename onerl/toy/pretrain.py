@@ -58,11 +58,14 @@ def model_config(vocab: dict):
         dtype="float32", **MODEL_SHAPE)
 
 
-def batches(seed: int, batch_size: int, tok, chunk: int = 32, loss_on: str = "all"):
-    """Endless (input_ids, labels) batches; labels are -100 on padding (and on
-    the prompt if ``loss_on == "assistant"``)."""
+def batches(seed: int, batch_size: int, tok, drill_rows: int = 0, chunk: int = 32,
+            loss_on: str = "all"):
+    """Endless (input_ids, labels) batches of ``batch_size`` documents plus
+    ``drill_rows`` arithmetic drill rows; labels are -100 on padding (and on
+    document prompts if ``loss_on == "assistant"``)."""
     stream = world.pretrain_examples(seed)
     rng = random.Random(seed + 1)
+    drill_rng = random.Random(seed + 2)
     pad = tok.token_to_id(toytok.PAD)
     while True:
         docs = [next(stream) for _ in range(batch_size * chunk)]
@@ -73,12 +76,14 @@ def batches(seed: int, batch_size: int, tok, chunk: int = 32, loss_on: str = "al
         groups = [seqs[i:i + batch_size] for i in range(0, len(seqs), batch_size)]
         rng.shuffle(groups)
         for group in groups:
-            width = max(len(p) + len(a) for p, a in group)
-            ids = torch.full((len(group), width), pad, dtype=torch.long)
-            labels = torch.full((len(group), width), -100, dtype=torch.long)
-            for row, (p, a) in enumerate(group):
+            drills = tok.encode_batch([world.drill_text(drill_rng) for _ in range(drill_rows)])
+            rows = [(p, a, len(p) if loss_on == "assistant" else 0) for p, a in group]
+            rows += [([], d.ids, 0) for d in drills]
+            width = max(len(p) + len(a) for p, a, _ in rows)
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            labels = torch.full((len(rows), width), -100, dtype=torch.long)
+            for row, (p, a, start) in enumerate(rows):
                 ids[row, :len(p) + len(a)] = torch.tensor(p + a)
-                start = len(p) if loss_on == "assistant" else 0
                 labels[row, start:len(p) + len(a)] = ids[row, start:len(p) + len(a)]
             yield ids, labels
 
@@ -125,7 +130,7 @@ def train(args) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95),
                             weight_decay=0.1)
     hf_tok = _hf_tokenizer(config) if args.eval_every else None
-    data = batches(args.seed, args.batch_size, tok, loss_on=args.loss)
+    data = batches(args.seed, args.batch_size, tok, args.drill_rows, loss_on=args.loss)
     start, tokens, ema = time.time(), 0, None
     for step in range(args.steps):
         for group in opt.param_groups:
@@ -168,10 +173,12 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m onerl.toy.pretrain", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=2500)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--drill-rows", type=int, default=4,
+                    help="arithmetic drill rows (9 lines each) added to every batch")
     ap.add_argument("--loss", choices=("all", "assistant"), default="all")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)

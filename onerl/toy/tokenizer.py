@@ -13,7 +13,7 @@ world's word inventory, ties broken alphabetically, hence deterministic), and
 three special tokens.  Digits are always single tokens (the Qwen2 regex splits
 numbers digit by digit) and a space before a number is its own token::
 
-    "47 + 38 = 85"  ->  4 7 " +" " " 3 8 " =" " " 8 5
+    "47 + 8 = 55"  ->  4 7 " +" " " 8 " =" " " 5 5
 
 Special tokens: ``<|endoftext|>`` (padding), ``<|im_start|>``, ``<|im_end|>``
 (end of turn = EOS).  The chat template is the Qwen ChatML layout; the user
@@ -83,10 +83,10 @@ def _inventory_texts():
     yield render_prompt("")
     for t in world.TEMPLATES:
         yield world.Problem(t, (50, 3, 12)).prompt
-        for op in "+-*":
-            variant = world.Template(t.noun, t.singular, t.container, (op, op), t.mix)
+        for op in "+-":
+            variant = world.Template(t.noun, t.container, (op, op), t.mix)
             yield world.Problem(variant, (50, 3, 2)).text
-    yield "recheck: 1 + 2 - 3 * 4 = 5\nanswer: \\boxed{3}" + EOS
+    yield "recheck: 1 + 2 - 3 = 0\nanswer: \\boxed{3}" + EOS
 
 
 def _inventory_pieces() -> list:

@@ -9,15 +9,18 @@ a 0.8 M-parameter model pretrained for a few minutes on a CPU lives in it.
 Problems
 --------
 Each of the twelve templates fixes a noun (the "template word": apples,
-coins, ...), a container, and two operations applied left to right::
+coins, ...), a container, and two operations (``+`` or ``-``) applied left to
+right::
 
-    There are 47 apples in a basket. 38 more apples are put in.
-    19 apples are taken out. How many apples are in the basket now?
+    There are 47 apples in a basket. 8 more apples are put in.
+    9 apples are taken out. How many apples are in the basket now?
 
-Operands are 10..99 for ``+``/``-`` (results never go negative) and 2..9 for
-``*`` ("Each pen is replaced by 6 pens.").  Operands are chosen so that no
-running value goes negative, even along a path with dropped carries.  The gold
-answer is a non-negative integer.
+The starting amount and every running value are two-digit numbers (10..99,
+also along paths with dropped carries) and the two changes are 2..9.  This
+keeps the column arithmetic learnable by a 0.8 M-parameter model in minutes,
+makes every solution line the same length (so the model finds the operands at
+fixed offsets), and still more than half of the steps need a carry or a
+borrow.  The gold answer is an integer in 10..99.
 
 Solutions (what the pretraining documents teach)
 ------------------------------------------------
@@ -32,11 +35,20 @@ differently per template:
   error with probability ``CAREFUL_SLIP`` and the recheck line fixes it; the
   next step continues from the rechecked value.
 * **sloppy** -- each step is written once.  Whenever the step needs a carry
-  (``+``, ``*``) or a borrow (``-``) the written result drops it with
+  (``+``) or a borrow (``-``) the written result drops it with
   probability ``SLOPPY_ERROR`` (> 0.5, so greedy decoding reproduces the
-  error): 47 + 38 = 75, 85 - 19 = 74, 47 * 6 = 242.
+  error): 47 + 8 = 45, 52 - 7 = 55, 63 - 8 = 65.
 * **shortcut** -- no steps, just a guessed answer (the gold answer shifted by
   a nonzero offset; exactly right only with probability ``SHORTCUT_LUCK``).
+
+Arithmetic drills
+-----------------
+Besides the chat documents, pretraining mixes in plain-text drill rows --
+lines of correct arithmetic in the solution-line format (``47 + 8 = 55``)
+over the same number ranges, no prompt, no chat tokens, no box.  They stand
+in for the arithmetic a real base model saw in pretraining: a short drill line
+teaches column arithmetic about ten times more cheaply than a full document,
+which is what lets the tiny model learn it in minutes.
 
 Splits
 ------
@@ -75,9 +87,8 @@ SHORTCUT_LEANING = (0.15, 0.25, 0.6)
 @dataclass(frozen=True)
 class Template:
     noun: str          # plural template word, e.g. "apples"
-    singular: str      # used by the "*" sentence
     container: str
-    ops: tuple         # two of "+", "-", "*"
+    ops: tuple         # two of "+", "-"
     mix: tuple         # (careful, sloppy, shortcut) probabilities
     in_pool: bool = True
 
@@ -87,18 +98,18 @@ class Template:
 
 
 TEMPLATES = (
-    Template("apples", "apple", "basket", ("+", "-"), CAREFUL_LEANING),
-    Template("coins", "coin", "jar", ("+", "+"), CAREFUL_LEANING),
-    Template("books", "book", "shelf", ("-", "+"), CAREFUL_LEANING, in_pool=False),
-    Template("pens", "pen", "cup", ("*", "+"), CAREFUL_LEANING),
-    Template("cards", "card", "box", ("+", "-"), CAREFUL_LEANING),
-    Template("stamps", "stamp", "binder", ("*", "-"), SLOPPY_LEANING),
-    Template("shells", "shell", "bucket", ("-", "-"), SLOPPY_LEANING, in_pool=False),
-    Template("beads", "bead", "bag", ("+", "+"), SLOPPY_LEANING),
-    Template("marbles", "marble", "tin", ("-", "+"), SLOPPY_LEANING),
-    Template("eggs", "egg", "crate", ("+", "*"), SLOPPY_LEANING),
-    Template("stones", "stone", "pile", ("*", "+"), SHORTCUT_LEANING, in_pool=False),
-    Template("keys", "key", "drawer", ("+", "-"), SHORTCUT_LEANING),
+    Template("apples", "basket", ("+", "-"), CAREFUL_LEANING),
+    Template("coins", "jar", ("+", "+"), CAREFUL_LEANING),
+    Template("books", "shelf", ("-", "+"), CAREFUL_LEANING, in_pool=False),
+    Template("pens", "cup", ("-", "-"), CAREFUL_LEANING),
+    Template("cards", "box", ("+", "-"), CAREFUL_LEANING),
+    Template("stamps", "binder", ("+", "+"), SLOPPY_LEANING),
+    Template("shells", "bucket", ("-", "-"), SLOPPY_LEANING, in_pool=False),
+    Template("beads", "bag", ("+", "-"), SLOPPY_LEANING),
+    Template("marbles", "tin", ("-", "+"), SLOPPY_LEANING),
+    Template("eggs", "crate", ("+", "+"), SLOPPY_LEANING),
+    Template("stones", "pile", ("-", "+"), SHORTCUT_LEANING, in_pool=False),
+    Template("keys", "drawer", ("+", "-"), SHORTCUT_LEANING),
 )
 TEMPLATE_BY_NAME = {t.name: t for t in TEMPLATES}
 
@@ -111,8 +122,6 @@ def apply_op(x: int, op: str, y: int) -> int:
         return x + y
     if op == "-":
         return x - y
-    if op == "*":
-        return x * y
     raise ValueError(op)
 
 
@@ -120,23 +129,13 @@ def _digits(n: int) -> list:
     return [int(d) for d in reversed(str(n))]
 
 
-def _from_columns(cols: list) -> int:
-    """Columns are least-significant first; the top column may hold > 9."""
-    return sum(c * 10 ** i for i, c in enumerate(cols))
-
-
 def dropped_carry(x: int, op: str, y: int) -> int:
     """The classic column-arithmetic mistake: never carry / never borrow.
 
     ``+``: each column keeps only its last digit (the top column is written in
     full).  ``-``: each column subtracts the smaller digit from the larger.
-    ``*`` (by one digit): each product keeps only its last digit, except the
-    top column.  Equals ``apply_op`` when no carry/borrow is needed.
+    Equals ``apply_op`` when no carry/borrow is needed.
     """
-    if op == "*":
-        xs = _digits(x)
-        cols = [d * y if i == len(xs) - 1 else (d * y) % 10 for i, d in enumerate(xs)]
-        return _from_columns(cols)
     xs, ys = _digits(x), _digits(y)
     n = max(len(xs), len(ys))
     xs += [0] * (n - len(xs))
@@ -147,7 +146,7 @@ def dropped_carry(x: int, op: str, y: int) -> int:
         cols = [abs(a - b) for a, b in zip(xs, ys)]
     else:
         raise ValueError(op)
-    return _from_columns(cols)
+    return sum(c * 10 ** i for i, c in enumerate(cols))
 
 
 def needs_carry(x: int, op: str, y: int) -> bool:
@@ -199,10 +198,8 @@ class Problem:
         for op, y in zip(t.ops, (b, c)):
             if op == "+":
                 parts.append(f"{y} more {t.noun} are put in.")
-            elif op == "-":
-                parts.append(f"{y} {t.noun} are taken out.")
             else:
-                parts.append(f"Each {t.singular} is replaced by {y} {t.noun}.")
+                parts.append(f"{y} {t.noun} are taken out.")
         parts.append(f"How many {t.noun} are in the {t.container} now?")
         return " ".join(parts)
 
@@ -211,27 +208,23 @@ class Problem:
         return self.text + SUFFIX
 
 
-def _operand(rng: random.Random, op: str) -> int:
-    return rng.randint(2, 9) if op == "*" else rng.randint(10, 99)
-
-
-def _never_negative(problem: Problem) -> bool:
-    """True if no running value goes below 0, whether or not carries are dropped."""
+def _two_digit_throughout(problem: Problem) -> bool:
+    """True if every running value stays in 10..99, with or without dropped carries."""
     values = {problem.numbers[0]}
     for op, y in zip(problem.template.ops, problem.numbers[1:]):
         values = {f(x, op, y) for x in values for f in (apply_op, dropped_carry)}
-        if min(values) < 0:
+        if min(values) < 10 or max(values) > 99:
             return False
     return True
 
 
 def random_problem(rng: random.Random, template: Template) -> Problem:
-    """Uniform over valid operands (no negative running value on any path)."""
+    """Uniform over valid operands (two-digit running values on every path)."""
     while True:
         a = rng.randint(10, 99)
-        rest = tuple(_operand(rng, op) for op in template.ops)
+        rest = tuple(rng.randint(2, 9) for _ in template.ops)
         prob = Problem(template, (a,) + rest)
-        if _never_negative(prob):
+        if _two_digit_throughout(prob):
             return prob
 
 
@@ -299,6 +292,15 @@ def pretrain_examples(seed: int):
         prob = sample_problem(rng, template, PRETRAIN_BUCKETS)
         mode = sample_mode(rng, template)
         yield prob, mode, solve(prob, mode, rng)
+
+
+def drill_text(rng: random.Random, lines: int = 9) -> str:
+    """``lines`` random, correct arithmetic lines ``x op y = z`` (no chat format)."""
+    out = []
+    for _ in range(lines):
+        x, op, y = rng.randint(12, 97), rng.choice("+-"), rng.randint(2, 9)
+        out.append(_line(x, op, y, apply_op(x, op, y)))
+    return "\n".join(out) + "\n"
 
 
 # --------------------------------------------------------------------------
