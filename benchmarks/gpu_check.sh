@@ -29,7 +29,7 @@ log "gpu tests"
 python -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/pytest_gpu.txt"
 log "kernel tests on the GPU"
 python -m pytest -q -x -p no:cacheprovider tests/test_grpo_loss.py tests/test_advantages.py \
-  tests/test_logprobs.py \
+  tests/test_gae.py tests/test_logprobs.py \
   tests/test_paged_kv.py tests/test_paged_attention.py tests/test_sample.py \
   2>&1 | tail -5 | tee "$OUT/pytest_kernels.txt"
 
@@ -40,9 +40,11 @@ run_bench() {  # name, script, args...
 }
 (cd benchmarks && run_bench grpo_loss bench_grpo_loss.py)
 (cd benchmarks && run_bench advantages bench_advantages.py)
-for extra in logprobs paged_attention sample engine; do
+for extra in gae logprobs paged_attention sample engine; do
   [ -f "benchmarks/bench_$extra.py" ] && (cd benchmarks && run_bench "$extra" "bench_$extra.py")
 done
+# one PPO step of the 1.5B-shaped PPO recipe (random weights) and its time split
+(cd benchmarks && run_bench ppo_step bench_ppo_step.py)
 
 log "summary (last JSON line of each benchmark)"
 for f in "$OUT"/*.txt; do

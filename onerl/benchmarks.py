@@ -14,10 +14,14 @@ from ``onerl eval``)::
 with at most 3072 new tokens, top-p 1. When a benchmark draws n > 1 samples, pass@k (the unbiased
 estimator ``1 - C(n-c, k) / C(n, k)``, averaged over problems) is reported next to avg@n.
 
-Prompt templates: ``qwen25-math-cot`` writes the harness's prompt itself (system turn asking for a
-boxed answer, then the bare question, no chat-template call); ``chat`` applies the tokenizer's own
-chat template to one user turn; ``auto`` picks ``qwen25-math-cot`` when the tokenizer knows the
-ChatML tokens ``<|im_start|>`` / ``<|im_end|>`` (the Qwen2.5-Math family) and ``chat`` otherwise.
+Prompt templates (:mod:`onerl.templates`): ``qwen25-math-cot`` writes the harness's prompt itself
+(system turn asking for a boxed answer, then the bare question, no chat-template call), ``llama``
+and ``deepseek-distill`` the harness's Llama-3 and R1-Distill prompts; ``chat`` applies the
+tokenizer's own chat template to one user turn; ``auto`` picks by the tokenizer's special tokens.
+
+Protocol sets: ``qwen25-math`` (the table above) and ``r1-distill`` (the paper's appendix B.5 for
+DeepSeek-R1-Distill-Qwen-1.5B: T 0.6, top-p 0.95, avg@16 on MATH500 / Minerva / OlympiadBench and
+avg@64 on AIME24 / AIME25 / AMC23).
 
 Data: ``DIR/<name>.jsonl``, one JSON object per line with ``problem`` and ``answer`` (and
 optionally ``id``). Errors name the file and the line.
@@ -33,12 +37,10 @@ from dataclasses import dataclass
 from math import comb
 from pathlib import Path
 
-from .data import DataError, Row, chat_prompt, load_rows
+from .data import DataError, Row, load_rows
+from .templates import (QWEN25_MATH_COT, TEMPLATES, prompt_ids, prompt_text,  # noqa: F401
+                        resolve_template)
 
-QWEN25_MATH_COT = ("<|im_start|>system\nPlease reason step by step, and put your final answer "
-                   "within \\boxed{}.<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
-                   "<|im_start|>assistant\n")
-TEMPLATES = ("auto", "qwen25-math-cot", "chat")
 SIX = ("math500", "aime24", "amc23", "minerva_math", "olympiadbench", "aime25")
 MAX_TOKENS = 3072
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "</s>")
@@ -69,11 +71,22 @@ PROTOCOLS = {
 }
 
 
+_R1 = dict(temperature=0.6, top_p=0.95)
+PROTOCOL_SETS = {
+    "qwen25-math": PROTOCOLS,
+    "r1-distill": {**{b: Protocol(16, **_R1) for b in ("math500", "minerva_math", "olympiadbench")},
+                   **{b: Protocol(64, **_R1) for b in ("aime24", "aime25", "amc23")}},
+}
+
+
 def protocol_for(name: str, n: int | None = None, temperature: float | None = None,
-                 top_p: float | None = None, max_tokens: int | None = None) -> Protocol:
-    """The paper's protocol for ``name`` (greedy, one sample for unknown names), with any
-    explicitly given value replacing the default."""
-    base = PROTOCOLS.get(name, Protocol())
+                 top_p: float | None = None, max_tokens: int | None = None,
+                 protocol_set: str = "qwen25-math") -> Protocol:
+    """The paper's protocol for ``name`` in ``protocol_set`` (greedy, one sample for unknown
+    names), with any explicitly given value replacing the default."""
+    if protocol_set not in PROTOCOL_SETS:
+        raise ValueError(f"unknown protocol set {protocol_set!r}; one of {', '.join(PROTOCOL_SETS)}")
+    base = PROTOCOL_SETS[protocol_set].get(name, Protocol())
     p = Protocol(n if n is not None else base.n,
                  temperature if temperature is not None else base.temperature,
                  top_p if top_p is not None else base.top_p,
@@ -167,39 +180,6 @@ def load_benchmark(data_dir: str | Path, name: str, limit: int | None = None) ->
 def _token_id(tokenizer, token: str) -> int | None:
     vocab = tokenizer.get_vocab()
     return vocab.get(token)
-
-
-def resolve_template(tokenizer, template: str) -> str:
-    """The concrete template for ``auto`` (see the module docstring); others are checked."""
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
-    chatml = all(_token_id(tokenizer, t) is not None for t in ("<|im_start|>", "<|im_end|>"))
-    if template == "auto":
-        template = "qwen25-math-cot" if chatml else "chat"
-    if template == "qwen25-math-cot" and not chatml:
-        raise ValueError("template qwen25-math-cot needs a tokenizer with the <|im_start|> and "
-                         "<|im_end|> tokens; use --template chat")
-    if template == "chat" and not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the tokenizer has no chat template; use --template qwen25-math-cot "
-                         "(ChatML tokenizers) or a model folder with a chat template")
-    return template
-
-
-def prompt_text(question: str, template: str, tokenizer=None) -> str:
-    """The prompt as text (for the per-sample records and for ``qwen25-math-cot``)."""
-    if template == "qwen25-math-cot":
-        return QWEN25_MATH_COT.replace("{question}", question)
-    if template == "chat":
-        return tokenizer.apply_chat_template([{"role": "user", "content": question}],
-                                             add_generation_prompt=True, tokenize=False)
-    raise ValueError(f"prompt_text: template {template!r} is not resolved (call resolve_template)")
-
-
-def prompt_ids(tokenizer, question: str, template: str) -> list[int]:
-    """Token ids of the prompt; special tokens in the qwen25-math-cot text become single ids."""
-    if template == "chat":
-        return chat_prompt(tokenizer, question)
-    return list(tokenizer.encode(prompt_text(question, template), add_special_tokens=False))
 
 
 def stop_token_ids(tokenizer, folder: str | Path | None = None) -> list[int]:

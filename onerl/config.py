@@ -5,6 +5,7 @@ The defaults are the paper's released recipe (Qwen2.5-Math-1.5B, pi1 duplicated 
 8 samples; see docs/recipe.md in the project history): GRPO, T = 0.6, max response 3072, AdamW
 lr 1e-6 constant, betas (0.9, 0.999), weight decay 0.01, grad clip 1.0, k3 KL 0.001 as a loss,
 entropy bonus 0.001, clip 0.2, one optimizer step per rollout step, token-mean loss.
+``algo.name=ppo`` adds a critic (section ``critic``) and GAE advantages (``onerl.ppo``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from onerl_kernels.reference import AGG_MODES, KL_TYPES, SCALE_MODES, STD_MODES
+
+from .templates import HARNESS, TEMPLATES
+
+ALGOS = ("grpo", "ppo")
+EVAL_PROTOCOLS = ("qwen25-math", "r1-distill")   # onerl.benchmarks.PROTOCOL_SETS
 
 
 class ConfigError(ValueError):
@@ -36,6 +42,9 @@ class DataConfig:
     answer_field: str = "answer"        # "Let's think step by step..." suffix already)
     max_prompt_tokens: int = 1024
     shuffle_seed: int = 1
+    template: str = "chat"              # training prompt: the tokenizer's chat template or one
+                                        # of the harness templates (onerl.templates)
+    answer_override: str = ""           # replace every gold answer (the wrong-label ablations)
 
 
 @dataclass
@@ -51,7 +60,10 @@ class RolloutConfig:
 
 @dataclass
 class AlgoConfig:
+    name: str = "grpo"                  # "grpo" (group advantages) or "ppo" (critic + GAE)
     reward: str = "math"                # "math" (verifiable answer) or "format" (boxed answer only)
+    response_after_think: bool = False  # grade only the text after "</think>" (0 without one)
+    policy_gradient: bool = True        # false: drop the policy-gradient term (Table 5 ablations)
     adv_std: str = "unbiased"
     adv_scale: str = "group"
     adv_eps: float = 1e-6
@@ -60,6 +72,9 @@ class AlgoConfig:
     clip_dual: float | None = None
     kl_type: str | None = "k3"
     kl_coef: float = 0.001
+    kl_in_reward: bool = False          # PPO: the KL as a per-token reward penalty, not a loss
+    gamma: float = 1.0                  # PPO: GAE discount
+    lam: float = 1.0                    # PPO: GAE lambda
     entropy_coef: float = 0.001
     loss_agg: str = "token-mean"
     ppo_mini_batches: int = 1           # >1: several optimizer steps per rollout (PPO style)
@@ -75,6 +90,26 @@ class OptimConfig:
     grad_clip: float = 1.0
     warmup_steps: int = 0
     first_step_lr_zero: bool = False    # the released code's quirk: its first update runs at lr 0
+
+
+@dataclass
+class CriticConfig:
+    """PPO's value model: the actor's architecture from the same base checkpoint (or ``path``)
+    with a scalar value head; its own AdamW."""
+    path: str = ""                      # "" = model.path
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    cliprange_value: float = 0.5
+    warmup_steps: int = 0               # steps that train only the critic (the actor waits)
+
+
+@dataclass
+class EvalConfig:
+    """How ``onerl eval --recipe NAME`` evaluates this recipe's checkpoints."""
+    template: str = "auto"
+    protocol: str = "qwen25-math"       # or "r1-distill" (T 0.6, top-p 0.95, avg@16 / avg@64)
+    max_tokens: int = 3072
 
 
 @dataclass
@@ -103,14 +138,32 @@ class Config:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     recipe: str = ""
+    ablation: str = ""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def validate(self) -> Config:
-        a, r, t, o = self.algo, self.rollout, self.trainer, self.optim
+        a, r, t, o, c = self.algo, self.rollout, self.trainer, self.optim, self.critic
         checks = [
+            (a.name in ALGOS, "algo.name", f"one of {ALGOS}"),
+            (not a.kl_in_reward or a.name == "ppo", "algo.kl_in_reward",
+             "false unless algo.name=ppo (GRPO's advantage is per response)"),
+            (not a.kl_in_reward or a.kl_type is not None, "algo.kl_type",
+             "set (k1 in the paper's PPO) when algo.kl_in_reward=true"),
+            (0 <= a.gamma <= 1 and 0 <= a.lam <= 1, "algo.gamma/lam", "in [0, 1]"),
+            (c.lr >= 0 and c.weight_decay >= 0 and c.grad_clip > 0, "critic.lr/weight_decay/grad_clip",
+             ">= 0 / >= 0 / > 0"),
+            (c.cliprange_value > 0 and c.warmup_steps >= 0, "critic.cliprange_value/warmup_steps",
+             "> 0 / >= 0"),
+            (self.data.template in TEMPLATES and self.data.template != "auto", "data.template",
+             f"'chat' or one of {tuple(HARNESS)}"),
+            (self.eval.template in TEMPLATES, "eval.template", f"one of {TEMPLATES}"),
+            (self.eval.protocol in EVAL_PROTOCOLS, "eval.protocol", f"one of {EVAL_PROTOCOLS}"),
+            (self.eval.max_tokens >= 1, "eval.max_tokens", ">= 1"),
             (a.reward in ("math", "format"), "algo.reward", "'math' or 'format'"),
             (a.adv_std in STD_MODES, "algo.adv_std", f"one of {STD_MODES}"),
             (a.adv_scale in SCALE_MODES, "algo.adv_scale", f"one of {SCALE_MODES}"),
@@ -215,11 +268,13 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
-def build(recipe: str = "toy", yaml_file: str | None = None, overrides: list[str] = ()) -> Config:
-    """recipe defaults, then the YAML file, then command-line overrides; validated."""
+def build(recipe: str = "toy", yaml_file: str | None = None, overrides: list[str] = (),
+          ablation: str = "") -> Config:
+    """recipe defaults (+ a Table 5 ablation switch), then the YAML file, then command-line
+    overrides; validated."""
     from .recipes import recipe_config
 
-    cfg = recipe_config(recipe)
+    cfg = recipe_config(recipe, ablation)
     if yaml_file:
         apply(cfg, load_yaml(yaml_file))
     apply(cfg, parse_overrides(list(overrides)))

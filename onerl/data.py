@@ -12,6 +12,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from .templates import chat_prompt  # noqa: F401  (re-exported: the chat template of one turn)
+
 
 @dataclass(frozen=True)
 class Row:
@@ -84,15 +86,6 @@ def load_rows(spec: str, problem_field: str = "prompt", answer_field: str = "ans
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
-
-
-def chat_prompt(tokenizer, text: str) -> list[int]:
-    """Token ids of the chat template applied to one user turn, ready for the assistant."""
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                        add_generation_prompt=True, tokenize=True)
-    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-        ids = ids["input_ids"]
-    return list(ids)
 
 
 class BatchOrder:

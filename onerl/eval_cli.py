@@ -2,7 +2,7 @@
 
     onerl eval MODEL_OR_CHECKPOINT [MORE ...] --data DIR \\
         [--benchmarks math500,aime24,amc23,minerva_math,olympiadbench,aime25] [--out DIR] \\
-        [--template auto|qwen25-math-cot|chat] [--n N --temperature T --top-p P --max-tokens M --k K] \\
+        [--recipe NAME] [--template auto|chat|qwen25-math-cot|llama|deepseek-distill] [--n N --temperature T --top-p P --max-tokens M --k K] \\
         [--limit L] [--seed S] [--reflection-words rethink,recheck,recalculate]
 
 A model argument is a Hugging Face model folder, a run folder (its ``checkpoints/step_*`` are all
@@ -38,6 +38,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", default=",".join(B.SIX),
                    help="comma-separated names, or 'all' (default: the paper's six)")
     p.add_argument("--out", default="eval_results", help="output folder (default: eval_results)")
+    p.add_argument("--recipe", default=None,
+                   help="take the template, protocol set and max tokens from a training recipe")
     p.add_argument("--template", default="auto", choices=B.TEMPLATES)
     p.add_argument("--n", type=int, default=None, help="samples per problem (all benchmarks)")
     p.add_argument("--temperature", type=float, default=None)
@@ -244,8 +246,15 @@ def evaluate_checkpoints(args: argparse.Namespace) -> list[dict]:
     names = B.parse_benchmarks(args.benchmarks)
     words = [w for w in args.reflection_words.split(",") if w.strip()]
     B.reflection_regex(words)  # fail early on an empty list
-    protocols = {n: B.protocol_for(n, args.n, args.temperature, args.top_p, args.max_tokens)
-                 for n in names}
+    template_arg, protocol_set, max_tokens = args.template, "qwen25-math", args.max_tokens
+    if getattr(args, "recipe", None):
+        from .recipes import recipe_config
+        ev = recipe_config(args.recipe).eval
+        template_arg = ev.template if args.template == "auto" else args.template
+        protocol_set = ev.protocol
+        max_tokens = ev.max_tokens if max_tokens is None else max_tokens
+    protocols = {n: B.protocol_for(n, args.n, args.temperature, args.top_p, max_tokens,
+                                   protocol_set) for n in names}
     for n, p in protocols.items():
         if args.k is not None and p.n > 1 and not 1 <= args.k <= p.n:
             raise ValueError(f"--k {args.k}: {n} draws {p.n} samples per problem; need 1 <= k <= n")
@@ -267,7 +276,7 @@ def evaluate_checkpoints(args: argparse.Namespace) -> list[dict]:
                 if tokenizer is None:
                     raise FileNotFoundError(f"{folder}: cannot load a tokenizer ({e})") from None
             tokenizer.model_max_length = slot.engine.max_model_len  # checked per prompt below
-            template = B.resolve_template(tokenizer, args.template)
+            template = B.resolve_template(tokenizer, template_arg)
             stops = B.stop_token_ids(tokenizer, folder)
             _say(progress, f"[{ci}/{len(checkpoints)} {label}] {folder} "
                            f"({'weights reloaded in place' if reused else 'model loaded'}, "

@@ -19,14 +19,16 @@ import torch
 from onerl_kernels import group_advantages, grpo_loss
 
 from . import checkpoint, models
-from .batching import micro_batches, pack, response_logprobs
+from .batching import micro_batches, pack, response_logprobs, rows_to_grid
 from .config import Config
-from .data import BatchOrder, chat_prompt, load_rows
+from .data import BatchOrder, Row, load_rows
 from .distributed import Dist
 from .engine import LLMEngine, seed_for
+from .history import AccuracyHistory, tally
 from .evaluate import evaluate
 from .metrics import MetricsLogger
 from .rewarding import Rewarder
+from .templates import prompt_ids, resolve_template
 
 
 def resolve_model_path(path: str) -> str:
@@ -65,7 +67,13 @@ class Trainer:
             raise ValueError("--resume is supported for single-process runs only")
         self.out = Path(t.out_dir)
         self.model_path = resolve_model_path(cfg.model.path)
+        self.plan = None
+        if self.device.type == "cuda":   # refuse early, with the numbers, what cannot fit
+            from .plan import check_fits
+            props = torch.cuda.get_device_properties(self.device)
+            self.plan = check_fits(cfg, self.dist.world, props.total_memory, self.model_path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.template = resolve_template(self.tokenizer, cfg.data.template)
         self.actor = models.load(self.model_path, dtype=cfg.model.dtype, device=self.device)
         self.actor.gradient_checkpointing = cfg.model.gradient_checkpointing
         self.dist.shard(self.actor)
@@ -78,27 +86,36 @@ class Trainer:
         self.rollout_model = models.build(self.actor.config, self.actor.embed_tokens.weight.dtype,
                                           self.device, init=False) if self.dist.enabled else self.actor
         self.engine = LLMEngine(self.rollout_model, max_num_seqs=min(1024, t.train_batch_size * cfg.rollout.n),
-                                max_cache_tokens=cfg.rollout.kv_budget_tokens or None)
+                                max_cache_tokens=cfg.rollout.kv_budget_tokens or
+                                (self.plan.kv_suggested_tokens if self.plan else None))
         self.stop_ids = self._stop_ids()
         self.rows = [r for f in cfg.data.train_files
                      for r in load_rows(f, cfg.data.problem_field, cfg.data.answer_field)]
+        if cfg.data.answer_override:   # the wrong-label ablations
+            self.rows = [Row(r.id, r.text, cfg.data.answer_override) for r in self.rows]
         self.prompts = [self._prompt(r) for r in self.rows]
         self.order = BatchOrder(len(self.rows), t.train_batch_size, cfg.data.shuffle_seed)
+        self.history = AccuracyHistory([r.id for r in self.rows], self.order.per_epoch,
+                                       self.out / "acc_history.json") if len(self.rows) > 1 else None
         self.eval_rows = [r for f in t.eval_files for r in load_rows(f)]
         if t.eval_limit:
             self.eval_rows = self.eval_rows[:t.eval_limit]
-        self.rewarder = Rewarder(cfg.algo.reward)
+        self.rewarder = Rewarder(cfg.algo.reward, after_think=cfg.algo.response_after_think)
         o = cfg.optim
         self.opt = torch.optim.AdamW(self.actor.parameters(), lr=o.lr, betas=tuple(o.betas),
                                      eps=o.eps, weight_decay=o.weight_decay)
         self.step = 0
         self.skipped = 0
+        self.setup()
         if resume:
             self._resume()
         self.log = MetricsLogger(self.out, t.tensorboard, t.progress, t.total_steps, self.step) \
             if self.dist.main else None
 
     # ------------------------------------------------------------------ setup helpers
+
+    def setup(self) -> None:
+        """Hook for subclasses (PPO builds its critic here), before a resume loads state."""
 
     def _stop_ids(self) -> list[int]:
         ids = set()
@@ -112,7 +129,7 @@ class Trainer:
         return sorted(ids)
 
     def _prompt(self, row) -> list[int]:
-        ids = chat_prompt(self.tokenizer, row.text)
+        ids = prompt_ids(self.tokenizer, row.text, self.template)
         limit = self.cfg.data.max_prompt_tokens
         if len(ids) > limit:
             raise ValueError(f"prompt of row {row.id} has {len(ids)} tokens > data.max_prompt_tokens"
@@ -138,8 +155,8 @@ class Trainer:
                                     stop_token_ids=self.stop_ids, ignore_eos=r.ignore_eos,
                                     seed=seed_for(self.cfg.trainer.seed, step, 0),
                                     use_tqdm=False, index_offset=start)
-        golds = [self.rows[idx[c.prompt_index]].answer for c in done]
-        return prompts, done, golds
+        row_of = [idx[c.prompt_index] for c in done]
+        return prompts, done, [self.rows[i].answer for i in row_of], row_of
 
     def _logprobs(self, model, prompts, responses, need_entropy=True, grad=True):
         packed = pack(prompts, responses, self.device)
@@ -147,14 +164,23 @@ class Trainer:
             lp, ent = response_logprobs(model, packed, self.cfg.rollout.temperature, need_entropy)
         return lp, ent, packed.mask
 
-    def train_on(self, prompts_rep, responses, adv) -> dict:
-        """One or more optimizer steps on the rollout (several only with PPO mini-batches/epochs)."""
+    def learn(self, prompts_rep, responses, rewards) -> dict:
+        """From the step's rewards to updated weights (GRPO: group advantages; PPO overrides)."""
+        a = self.cfg.algo
+        adv = group_advantages(rewards, self.cfg.rollout.n, a.adv_eps, a.adv_std, a.adv_scale)
+        ref = None if self.ref is None else self._frozen_logprobs(self.ref, prompts_rep, responses)
+        return self.train_on(prompts_rep, responses, adv, ref=ref)
+
+    def train_on(self, prompts_rep, responses, adv, old=None, ref=None) -> dict:
+        """One or more optimizer steps on the rollout (several only with PPO mini-batches/epochs).
+        adv: [N] per response or a list of per-token [len(response)] tensors; ref: per-token
+        reference log-probs for the KL loss (None: no KL term)."""
         a, t = self.cfg.algo, self.cfg.trainer
         n_seq = len(responses)
         lengths = [len(p) + len(r) for p, r in zip(prompts_rep, responses)]
         on_policy = a.ppo_mini_batches == 1 and a.ppo_epochs == 1
-        old = None if on_policy else self._frozen_logprobs(self.actor, prompts_rep, responses)
-        ref = self._frozen_logprobs(self.ref, prompts_rep, responses) if self.ref is not None else None
+        if old is None and not on_policy:
+            old = self._frozen_logprobs(self.actor, prompts_rep, responses)
         stats = {"loss": 0.0, "clipfrac": 0.0, "kl": 0.0, "entropy": 0.0, "ppo_kl": 0.0}
         per_mini = n_seq // a.ppo_mini_batches
         for _ in range(a.ppo_epochs):
@@ -166,12 +192,20 @@ class Trainer:
         return stats
 
     def _frozen_logprobs(self, model, prompts, responses) -> list[torch.Tensor]:
+        T = self.cfg.rollout.temperature
+        return self.per_token(lambda packed: response_logprobs(model, packed, T, False)[0],
+                              prompts, responses)
+
+    def per_token(self, fn, prompts, responses) -> list[torch.Tensor]:
+        """``fn(packed)`` -> a [B, T] grid, without grad, over token-budget micro-batches;
+        returned as one [len(response)] tensor per sequence."""
         out = []
         for mb in micro_batches([len(p) + len(r) for p, r in zip(prompts, responses)],
                                 self.cfg.trainer.micro_batch_tokens):
-            lp, _, mask = self._logprobs(model, [prompts[i] for i in mb],
-                                         [responses[i] for i in mb], need_entropy=False, grad=False)
-            out += [lp[j, :len(responses[i])] for j, i in enumerate(mb)]
+            packed = pack([prompts[i] for i in mb], [responses[i] for i in mb], self.device)
+            with torch.no_grad():
+                g = fn(packed)
+            out += [g[j, :len(responses[i])] for j, i in enumerate(mb)]
         return out
 
     def _update(self, seqs, prompts, responses, adv, old, ref, lengths):
@@ -201,19 +235,16 @@ class Trainer:
             mb = [seqs[j] for j in mb_local]
             lp, ent, mask = self._logprobs(self.actor, [prompts[i] for i in mb],
                                            [responses[i] for i in mb])
-
-            def grid(vals):
-                g = torch.zeros_like(lp)
-                for j, i in enumerate(mb):
-                    g[j, :len(responses[i])] = vals[i]
-                return g
-
+            grid = lambda vals: rows_to_grid(vals, mb, lp)  # noqa: E731
             tok = int(mask.sum())
             weight = {"token-mean": tok / max(n_tok, 1),
                       "seq-mean-token-sum-norm": lp.shape[1] / self.cfg.rollout.max_new_tokens
                       }.get(a.loss_agg, sum(1 for i in mb if responses[i]) / max(n_nonempty, 1))
+            adv_mb = grid(adv) if isinstance(adv, list) else adv[mb].to(lp.device)
+            if not a.policy_gradient:   # ablations without the policy-gradient term
+                adv_mb = torch.zeros_like(adv_mb)
             loss, m = grpo_loss(lp, None if old is None else grid(old),
-                                None if ref is None else grid(ref), adv[mb].to(lp.device), mask,
+                                None if ref is None else grid(ref), adv_mb, mask,
                                 ent, clip_low=a.clip_low, clip_high=a.clip_high,
                                 clip_dual=a.clip_dual, kl_type=a.kl_type if ref is not None else None,
                                 kl_coef=a.kl_coef, entropy_coef=a.entropy_coef, agg=a.loss_agg)
@@ -225,18 +256,20 @@ class Trainer:
         return dict(zip(sums, self.dist.sum(list(sums.values()))))
 
     def train_step(self) -> dict:
-        step, r = self.step, self.cfg.rollout
+        step = self.step
         t0 = time.perf_counter()
-        prompts, done, golds = self.rollout(step)
+        prompts, done, golds, row_of = self.rollout(step)
         t1 = time.perf_counter()
         texts = [self.tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in done]
         rewards, reward_stats = self.rewarder(texts, golds)
+        if self.history is not None:   # per-example accuracy per epoch, for `onerl select`
+            self.history.add(step, self.dist.sum(tally(row_of, rewards, len(self.rows))))
+            if self.dist.main and (step + 1) % self.order.per_epoch == 0:
+                self.history.write()
         t2 = time.perf_counter()
-        adv = group_advantages(rewards, r.n, self.cfg.algo.adv_eps, self.cfg.algo.adv_std,
-                               self.cfg.algo.adv_scale)
         prompts_rep = [prompts[c.prompt_index] for c in done]
         responses = [c.token_ids for c in done]
-        stats = self.train_on(prompts_rep, responses, adv)
+        stats = self.learn(prompts_rep, responses, rewards)
         t3 = time.perf_counter()
         keys = sorted(reward_stats)
         n_tokens, n_seq, n_correct, n_trunc, *counts = self.dist.sum(
@@ -277,14 +310,33 @@ class Trainer:
 
     def save(self) -> Path:
         tensors = models.hf_state_dict(self.actor)      # a collective when sharded
+        extra = self.extra_tensors()
         if not self.dist.main:
             return self.out / "checkpoints"
         state = {"step": self.step, "skipped": self.skipped, "rng": checkpoint.rng_state(),
                  "config": self.cfg.to_dict(),
-                 "optimizer": None if self.dist.enabled else self.opt.state_dict()}
-        return checkpoint.save(self.out / "checkpoints", self.step,
-                               lambda d: models.save(self.actor, str(d), self.model_path, tensors),
-                               state)
+                 "optimizer": None if self.dist.enabled else self.opt.state_dict(),
+                 **self.extra_state()}
+        if self.history is not None:
+            state["acc_history"] = self.history.state()
+
+        def write(folder):
+            models.save(self.actor, str(folder), self.model_path, tensors)
+            self.save_extra(folder, extra)
+        return checkpoint.save(self.out / "checkpoints", self.step, write, state)
+
+    # hooks for models beyond the actor (PPO's critic): gathered on every rank, written by rank 0
+    def extra_tensors(self):
+        return None
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def save_extra(self, folder: Path, tensors) -> None:
+        pass
+
+    def load_extra(self, folder: Path, state: dict) -> None:
+        pass
 
     def _resume(self) -> None:
         folder = checkpoint.latest(self.out / "checkpoints")
@@ -296,6 +348,9 @@ class Trainer:
             for p, q in zip(self.actor.parameters(), loaded.parameters()):
                 p.copy_(q)
         self.opt.load_state_dict(state["optimizer"])
+        self.load_extra(folder, state)
+        if self.history is not None and "acc_history" in state:
+            self.history.load(state["acc_history"])
         checkpoint.set_rng_state(state["rng"])
         self.step, self.skipped = state["step"], state["skipped"]
 
@@ -320,3 +375,11 @@ class Trainer:
         return rows
 
 
+
+
+def make_trainer(cfg: Config, resume: bool = False) -> Trainer:
+    """The trainer for ``cfg.algo.name``: GRPO (this module) or PPO (``onerl.ppo``)."""
+    if cfg.algo.name == "ppo":
+        from .ppo import PPOTrainer
+        return PPOTrainer(cfg, resume)
+    return Trainer(cfg, resume)

@@ -9,6 +9,7 @@ backend each op uses on each device.
 from . import reference
 from ._backend import build_info
 from .advantages import group_advantages
+from .gae import gae_advantages
 from .grpo_loss import grpo_loss
 from .logprobs import logprobs_entropy, logprobs_entropy_from_logits
 from .paged_attention import paged_attention, paged_prefill_attention
@@ -17,6 +18,6 @@ from .sample import sample
 
 __version__ = "0.1.0"
 
-__all__ = ["reference", "build_info", "group_advantages", "grpo_loss", "write_kv", "copy_blocks",
+__all__ = ["reference", "build_info", "group_advantages", "gae_advantages", "grpo_loss", "write_kv", "copy_blocks",
            "paged_attention", "paged_prefill_attention", "sample", "logprobs_entropy",
            "logprobs_entropy_from_logits", "__version__"]

@@ -9,8 +9,9 @@ Math (per token t of response b; verl's compute_policy_loss + low_var_kl + agg_l
     loss  = sum_{b,t} w_{b,t} l_{b,t}                   w from reference.token_weights(mask, agg)
 
 Shapes: logp, old_logp, ref_logp, mask, entropy [B, T] (any float dtype / bool or number mask,
-any strides); advantages [B]. Math in fp32. Outputs: loss (fp32 scalar) and metrics (fp32 [4]:
-clipfrac, ppo_kl, kl, entropy; token-means over the mask), all on device, no host sync.
+any strides); advantages [B] (per response, GRPO) or [B, T] (per token, PPO). Math in fp32.
+Outputs: loss (fp32 scalar) and metrics (fp32 [4]: clipfrac, ppo_kl, kl, entropy; token-means
+over the mask), all on device, no host sync.
 
 GPU (Triton): ONE forward launch. Program b walks row b, computes the loss terms AND the
 gradients d l / d logp and d l / d H (scaled by the row's weight, not yet by the global
@@ -81,15 +82,14 @@ def _token_terms(lp, old, ref, a, clip_low, clip_high, clip_dual, KL_TYPE: tl.co
 @triton.jit
 def _grpo_fwd_kernel(
     lp_ptr, old_ptr, ref_ptr, adv_ptr, mask_ptr, ent_ptr,
-    s_lp_b, s_lp_t, s_old_b, s_old_t, s_ref_b, s_ref_t, s_m_b, s_m_t, s_e_b, s_e_t, s_adv,
-    glp_ptr, gent_ptr, part_ptr, loss_ptr, met_ptr, den_ptr, ticket_ptr,
+    s_lp_b, s_lp_t, s_old_b, s_old_t, s_ref_b, s_ref_t, s_m_b, s_m_t, s_e_b, s_e_t,
+    s_adv_b, s_adv_t, glp_ptr, gent_ptr, part_ptr, loss_ptr, met_ptr, den_ptr, ticket_ptr,
     B, T, clip_low, clip_high, clip_dual, kl_coef, ent_coef,
     HAS_OLD: tl.constexpr, KL_TYPE: tl.constexpr, HAS_ENT: tl.constexpr, HAS_DUAL: tl.constexpr,
     AGG: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_T)
-    a = tl.load(adv_ptr + b * s_adv).to(tl.float32)
     row_scale = 1.0
     if AGG == 1:  # seq-mean-token-mean: the row's own token count scales every token
         cnt = tl.zeros([BLOCK_T], tl.float32)
@@ -109,6 +109,7 @@ def _grpo_fwd_kernel(
         inb = t < T
         m = tl.load(mask_ptr + b * s_m_b + t * s_m_t, mask=inb, other=0) != 0
         lp = tl.load(lp_ptr + b * s_lp_b + t * s_lp_t, mask=m, other=0.0).to(tl.float32)
+        a = tl.load(adv_ptr + b * s_adv_b + t * s_adv_t, mask=m, other=0.0).to(tl.float32)
         old = lp
         if HAS_OLD:
             old = tl.load(old_ptr + b * s_old_b + t * s_old_t, mask=m, other=0.0).to(tl.float32)
@@ -223,7 +224,7 @@ def _fwd_triton(logp, old, ref, adv, mask, ent, clip_low, clip_high, clip_dual, 
         logp, o, r, adv, mask, e,
         logp.stride(0), logp.stride(1), o.stride(0), o.stride(1), r.stride(0), r.stride(1),
         mask.stride(0), mask.stride(1), e.stride(0), e.stride(1), adv.stride(0),
-        glp, gent, part, loss, metrics, denom, _ticket(dev),
+        adv.stride(1) if adv.dim() == 2 else 0, glp, gent, part, loss, metrics, denom, _ticket(dev),
         B, T, clip_low, clip_high, 0.0 if clip_dual is None else clip_dual, kl_coef, ent_coef,
         HAS_OLD=old is not None, KL_TYPE=_KL[kl_type], HAS_ENT=ent is not None,
         HAS_DUAL=clip_dual is not None, AGG=_AGG[agg], BLOCK_T=block_t, BLOCK_B=256,
@@ -254,7 +255,7 @@ def _fwd_torch(logp, old, ref, adv, mask, ent, clip_low, clip_high, clip_dual, k
     z = torch.zeros((), dtype=dt, device=logp.device)
     lp = torch.where(m, logp.to(dt), z)
     o = lp if old is None else torch.where(m, old.to(dt), z)
-    a = adv.to(dt)[:, None]
+    a = adv.to(dt)[:, None] if adv.dim() == 1 else torch.where(m, adv.to(dt), z)
     lr = lp - o
     lrc = lr.clamp(-20.0, 20.0)
     ratio = torch.exp(lrc)
@@ -372,8 +373,8 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, entropy=None, *, clip_
     """Fused clipped GRPO loss. Returns (loss, metrics): a differentiable fp32 scalar and a dict
     of fp32 device scalars {clipfrac, ppo_kl, kl, entropy} (token-means over the mask).
 
-    logp [B, T] must require grad for training; ``old_logp=None`` means on-policy (old = logp
-    detached, ratio exactly 1); ``ref_logp`` is needed unless ``kl_type`` is None; ``entropy``
+    logp [B, T] must require grad for training; advantages [B] or [B, T]; ``old_logp=None``
+    means on-policy (old = logp detached, ratio exactly 1); ``ref_logp`` is needed unless ``kl_type`` is None; ``entropy``
     [B, T] (optional) enters as ``- entropy_coef * agg(entropy)`` and receives a gradient.
     See the module docstring for the math and reference.token_weights for ``agg``.
     """
@@ -384,7 +385,7 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, entropy=None, *, clip_
     for name, t in (("old_logp", old_logp), ("ref_logp", ref_logp), ("mask", mask),
                     ("entropy", entropy)):
         _check_bt(name, t, shape, dev)
-    _check_bt("advantages", advantages, shape[:1], dev)
+    _check_bt("advantages", advantages, shape[:max(getattr(advantages, "ndim", 1), 1)], dev)
     if mask is None:
         raise ValueError("grpo_loss: mask [B, T] is required")
     if kl_type not in _KL:

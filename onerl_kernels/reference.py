@@ -101,7 +101,8 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, entropy=None, *, clip_
     dt = _compute_dtype(logp)
     logp = logp.to(dt)
     old = logp.detach() if old_logp is None else old_logp.to(dt)
-    adv = advantages.to(dt).unsqueeze(1)
+    adv = advantages.to(dt)
+    adv = adv.unsqueeze(1) if adv.dim() == 1 else adv     # [B] per response or [B, T] per token
     w = token_weights(mask, agg).to(dt)
     m = (mask != 0).to(dt)
     n_tok = m.sum().clamp(min=1)
@@ -134,6 +135,53 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, entropy=None, *, clip_
         "entropy": ent_mean.detach(),
     }
     return loss, metrics
+
+
+# --------------------------------------------------------------------------- PPO: GAE, value loss
+
+
+def gae_advantages(rewards, values, mask, gamma=1.0, lam=1.0):
+    """Generalised advantage estimation over the response tokens of each row, a plain loop.
+
+    rewards, values, mask [B, T]. Only the masked tokens t_1 < ... < t_n of a row take part (the
+    others are skipped: their rewards and values are ignored, whatever they hold):
+        delta_i = r(t_i) + gamma * V(t_{i+1}) - V(t_i)          (V(t_{n+1}) = 0)
+        A_i     = delta_i + gamma * lam * A_{i+1}               (A_{n+1} = 0)
+        R_i     = A_i + V(t_i)                                  (the value target)
+    Returns (advantages, returns) [B, T], 0 at masked-out positions; float64 in, float64 out,
+    float32 otherwise. Unwhitened (the trainer whitens).
+    """
+    dt = _compute_dtype(rewards)
+    B, T = rewards.shape
+    adv = torch.zeros(B, T, dtype=dt, device=rewards.device)
+    ret = torch.zeros_like(adv)
+    for b in range(B):
+        next_v, next_a = 0.0, 0.0
+        for t in reversed(range(T)):
+            if not bool(mask[b, t]):
+                continue
+            r, v = float(rewards[b, t]), float(values[b, t])
+            next_a = r + gamma * next_v - v + gamma * lam * next_a
+            next_v = v
+            adv[b, t], ret[b, t] = next_a, next_a + v
+    return adv, ret
+
+
+def value_loss(vpred, old_values, returns, mask, cliprange=0.5, agg="token-mean"):
+    """PPO's clipped value loss (verl's compute_value_loss):
+        v_clip = clamp(vpred, old - cliprange, old + cliprange)
+        loss   = 0.5 * agg(max((vpred - R)^2, (v_clip - R)^2))
+    with agg over the mask (``token_weights``). Returns (loss, clipfrac) where clipfrac is the
+    token-mean of [(v_clip - R)^2 > (vpred - R)^2]."""
+    dt = _compute_dtype(vpred)
+    m = mask != 0
+    z = torch.zeros((), dtype=dt, device=vpred.device)
+    v, old, ret = (torch.where(m, x.to(dt), z) for x in (vpred, old_values, returns))
+    v_clip = torch.minimum(torch.maximum(v, old - cliprange), old + cliprange)
+    l1, l2 = (v - ret) ** 2, (v_clip - ret) ** 2
+    loss = 0.5 * (torch.maximum(l1, l2) * token_weights(m.to(dt), agg)).sum()
+    clipfrac = ((l2 > l1) & m).sum().to(dt) / m.sum().clamp(min=1)
+    return loss, clipfrac
 
 
 # ================================================================ paged KV, attention, sample

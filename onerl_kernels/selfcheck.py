@@ -6,14 +6,15 @@ import torch
 
 from . import reference
 from .advantages import BACKENDS as ADV_BACKENDS, group_advantages
+from .gae import BACKENDS as GAE_BACKENDS, gae_advantages
 from .grpo_loss import BACKENDS as LOSS_BACKENDS, grpo_loss
 from .logprobs import BACKENDS as LOGPROBS_BACKENDS, logprobs_entropy
 from .paged_attention import BACKENDS as ATTN_BACKENDS, paged_attention
 from .paged_kv import BACKENDS as KV_BACKENDS, write_kv
 from .sample import BACKENDS as SAMPLE_BACKENDS, sample
 
-OPS = {"group_advantages": ADV_BACKENDS, "grpo_loss": LOSS_BACKENDS,
-       "logprobs_entropy": LOGPROBS_BACKENDS, "write_kv": KV_BACKENDS,
+OPS = {"group_advantages": ADV_BACKENDS, "gae_advantages": GAE_BACKENDS,
+       "grpo_loss": LOSS_BACKENDS, "logprobs_entropy": LOGPROBS_BACKENDS, "write_kv": KV_BACKENDS,
        "paged_attention": ATTN_BACKENDS, "sample": SAMPLE_BACKENDS}
 
 
@@ -22,6 +23,15 @@ def _check_advantages(dev: torch.device) -> float:
     got = group_advantages(r, 8)
     want = reference.group_advantages(r.double().cpu(), 8)
     return (got.double().cpu() - want).abs().max().item()
+
+
+def _check_gae(dev: torch.device) -> float:
+    g = torch.Generator().manual_seed(0)
+    r, v = torch.randn(8, 40, generator=g), torch.randn(8, 40, generator=g)
+    mask = torch.rand(8, 40, generator=g) > 0.2
+    got = gae_advantages(r.to(dev), v.to(dev), mask.to(dev), 0.99, 0.95)
+    want = reference.gae_advantages(r.double(), v.double(), mask, 0.99, 0.95)
+    return max((a.double().cpu() - b).abs().max().item() for a, b in zip(got, want))
 
 
 def _check_grpo_loss(dev: torch.device) -> float:
@@ -97,7 +107,8 @@ def _check_sample(dev: torch.device) -> float:
 def self_check(devs) -> tuple[dict, bool]:
     results, ok = {}, True
     for dev in devs:
-        for name, fn in (("group_advantages", _check_advantages), ("grpo_loss", _check_grpo_loss),
+        for name, fn in (("group_advantages", _check_advantages), ("gae_advantages", _check_gae),
+                         ("grpo_loss", _check_grpo_loss),
                          ("logprobs_entropy", _check_logprobs),
                          ("paged_kv+attention", _check_paged), ("sample", _check_sample)):
             err = fn(dev)

@@ -47,6 +47,11 @@ def test_overrides_yaml_and_types(tmp_path):
     (["trainer.train_batch_size=ten"], "expects int"),
     (["algo.ppo_mini_batches=3"], "ppo_mini_batches"),
     (["lr"], "section.key=value"),
+    (["algo.name=reinforce"], "algo.name"),
+    (["algo.gamma=1.5"], "algo.gamma"),
+    (["data.template=auto"], "data.template"),
+    (["eval.protocol=vllm"], "eval.protocol"),
+    (["critic.cliprange_value=0"], "critic.cliprange_value"),
 ])
 def test_config_errors_name_the_field(override, match):
     with pytest.raises(ConfigError, match=match):

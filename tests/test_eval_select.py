@@ -92,6 +92,8 @@ def test_templates(tiny):
     assert tok.convert_tokens_to_ids("<|im_end|>") in stops
     assert tok.convert_tokens_to_ids("<|endoftext|>") in stops
     with pytest.raises(ValueError, match="unknown template"):
+        B.resolve_template(tok, "alpaca")
+    with pytest.raises(ValueError, match="template llama needs"):
         B.resolve_template(tok, "llama")
 
 

@@ -72,6 +72,22 @@ def test_matches_reference(backend, agg, kl_type, clip_dual, device):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
+@pytest.mark.parametrize("clip_dual", [None, 3.0])
+def test_per_token_advantages_match_reference(backend, agg, clip_dual, device):
+    """PPO: advantages [B, T] (GAE) instead of one per response; NaN at masked positions."""
+    batch = make_batch(seed=11, device=device)
+    g = torch.Generator().manual_seed(5)
+    adv = torch.randn(batch["mask"].shape, generator=g).to(device)
+    kw = dict(clip_dual=clip_dual, kl_type="k1", kl_coef=0.05, entropy_coef=0.01, agg=agg)
+    want = reference_with_grads({**batch, "advantages": adv}, **kw)
+    got = run({**batch, "advantages": torch.where(batch["mask"], adv, float("nan"))}, backend, **kw)
+    assert_matches(got, want)
+    row = {**batch, "advantages": batch["advantages"][:, None].expand(batch["mask"].shape)}
+    assert_matches(run(row, backend, **kw), reference_with_grads(batch, **kw))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_paper_defaults_on_policy_ratio_is_exactly_one(backend, device):
     batch = make_batch(seed=3, device=device)
     batch["old_logp"] = None
