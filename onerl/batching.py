@@ -4,6 +4,9 @@ per-token log-probs / entropies of the responses, laid out as [B, T_max] for ``g
 A sequence is prompt + response. The packed forward returns hidden states for every token; the
 log-prob of response token j comes from the hidden state one position earlier, at logits / T
 (the rollout temperature), through the fused ``logprobs_entropy`` kernel (never [tokens, V]).
+When sequences of a micro-batch share a prompt (1-shot RLVR: all of them), ``response_logprobs``
+runs the prompt once per micro-batch (``onerl.prefix``); the plain packed layout stays the
+fallback and the reference.
 """
 from __future__ import annotations
 
@@ -12,6 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from onerl_kernels.logprobs import logprobs_entropy
+
+from . import prefix
+
+SHARE_PREFIX = True   # response_logprobs' default: a prompt shared by several sequences runs once
 
 
 @dataclass
@@ -24,6 +31,8 @@ class Packed:
     row: torch.Tensor           # [R] sequence of each response token
     col: torch.Tensor           # [R] position of each response token inside its response
     shape: tuple[int, int]      # (B, T_max) of the padded response grid
+    prompts: list[list[int]] | None = None     # the sequences (for the shared-prompt layout)
+    responses: list[list[int]] | None = None
 
     @property
     def mask(self) -> torch.Tensor:
@@ -63,18 +72,35 @@ def pack(prompts: list[list[int]], responses: list[list[int]], device) -> Packed
     lens = [len(p) + len(r) for p, r in zip(prompts, responses)]
     return Packed(as_long(ids), torch.tensor(cu, dtype=torch.int32, device=device), max(lens),
                   as_long(src), as_long(tgt), as_long(row), as_long(col),
-                  (len(prompts), max((len(r) for r in responses), default=0)))
+                  (len(prompts), max((len(r) for r in responses), default=0)), prompts, responses)
 
 
-def response_logprobs(model, packed: Packed, temperature: float, need_entropy: bool = True
-                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def response_logprobs(model, packed: Packed, temperature: float, need_entropy: bool = True,
+                      share_prefix: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(response token) and entropy at logits / temperature, as fp32 [B, T_max] grids (0 at
-    padding). Differentiable w.r.t. the model's parameters when grad is enabled."""
-    hidden = model(packed.input_ids, packed.cu_seqlens, packed.max_seqlen)
-    logp, ent = logprobs_entropy(hidden[packed.src], model.lm_head_weight, packed.targets,
+    padding). Differentiable w.r.t. the model's parameters when grad is enabled. share_prefix
+    (default ``SHARE_PREFIX``): run a prompt shared by several sequences once (``onerl.prefix``;
+    the same values up to rounding); False: the plain packed forward."""
+    shared = None
+    if (SHARE_PREFIX if share_prefix is None else share_prefix) and packed.prompts is not None:
+        shared = prefix.build(packed.prompts, packed.responses, packed.input_ids.device)
+    if shared is None:
+        hidden, src = model(packed.input_ids, packed.cu_seqlens, packed.max_seqlen), packed.src
+    else:
+        hidden, src = shared.forward(model), shared.src
+    logp, ent = logprobs_entropy(hidden[src], model.lm_head_weight, packed.targets,
                                  temperature=temperature, need_entropy=need_entropy)
     B, T = packed.shape
-    grid = hidden.new_zeros((B, T), dtype=torch.float32)
+    grid = hidden.new_zeros((B, T), dtype=logp.dtype)   # fp32 (fp64 for an fp64 model)
     lp = grid.index_put((packed.row, packed.col), logp)
     h = grid.index_put((packed.row, packed.col), ent) if need_entropy else None
     return lp, h
+
+
+def rows_to_grid(values: list[torch.Tensor], rows: list[int], like: torch.Tensor) -> torch.Tensor:
+    """Per-sequence token tensors ``values[i]`` of the sequences ``rows`` laid out as a zero-padded
+    grid shaped (and typed, placed) like ``like`` [len(rows), T]."""
+    g = torch.zeros_like(like)
+    for j, i in enumerate(rows):
+        g[j, :values[i].numel()] = values[i]
+    return g

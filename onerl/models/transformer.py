@@ -3,7 +3,9 @@
 * ``Transformer.forward(input_ids, cu_seqlens)``: the packed variable-length training forward.
   input_ids [T] holds several sequences back to back (no padding), cu_seqlens [S+1] their
   boundaries; returns final hidden states [T, H]. The LM head is applied by the caller
-  (``model.lm_head_weight``; ``model.logits(hidden)`` for convenience).
+  (``model.lm_head_weight``; ``model.logits(hidden)`` for convenience). Given ``positions`` and
+  an ``attend`` function instead, it runs any other token layout (``onerl.prefix``: a prompt
+  shared by several sequences computed once).
 * ``Transformer.forward_paged(input_ids, positions, batch, kv_cache)``: the engine's forward over
   a paged KV cache (``onerl.engine``): a prefill writes the K/V of whole sequences and attends
   causally among them; a decode step writes one token per sequence and attends through block
@@ -184,7 +186,7 @@ class RMSNorm(nn.Module):
         self.weight, self.eps = nn.Parameter(torch.ones(n)), eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
+        h = x.to(torch.promote_types(x.dtype, torch.float32))   # fp32 math (fp64 stays fp64)
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(x.dtype)
 
@@ -249,9 +251,10 @@ class Attention(nn.Module):
         qk = apply_rope(qkv[:, :self.hq + self.hkv], cos, sin)
         return qk[:, :self.hq], qk[:, self.hq:], qkv[:, self.hq + self.hkv:]
 
-    def forward(self, x, cos, sin, cu_seqlens, max_seqlen):
+    def forward(self, x, cos, sin, attend):
+        """Training forward; ``attend(q, k, v, scale)`` is the attention over the token layout."""
         q, k, v = self._qkv(x, cos, sin)
-        o = varlen_attention(q, k, v, cu_seqlens, max_seqlen, self.scale)
+        o = attend(q, k, v, self.scale)
         return self.o_proj(o.reshape(x.shape[0], -1))
 
     def forward_paged(self, x, cos, sin, batch: PagedBatch, kv):
@@ -324,27 +327,36 @@ class Transformer(nn.Module):
         return F.linear(hidden.float(), w.float())
 
     def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor | None = None,
-                max_seqlen: int | None = None) -> torch.Tensor:
+                max_seqlen: int | None = None, positions: torch.Tensor | None = None,
+                attend=None) -> torch.Tensor:
         """Packed training forward. input_ids [T] (or [1, T]), cu_seqlens int [S+1] with
-        cu_seqlens[0] = 0 and cu_seqlens[-1] = T (None: one sequence). Returns hidden [T, H]."""
+        cu_seqlens[0] = 0 and cu_seqlens[-1] = T (None: one sequence). Returns hidden [T, H].
+
+        Any other token layout: ``positions`` [T] (all < max_seqlen) and ``attend(q [T, Hq, D],
+        k, v [T, Hkv, D], scale) -> [T, Hq, D]``, which says who sees whom (``onerl.prefix``: a
+        prompt shared by several sequences computed once); cu_seqlens is then unused."""
         ids = input_ids.reshape(-1)
         T = ids.numel()
-        if cu_seqlens is None:
-            cu_seqlens = torch.tensor([0, T], device=ids.device)
-        lens = cu_seqlens.diff()
-        if max_seqlen is None:
-            max_seqlen = int(lens.max()) if T else 0
-        seq = torch.repeat_interleave(torch.arange(lens.numel(), device=ids.device), lens,
-                                      output_size=T)
-        positions = torch.arange(T, device=ids.device) - cu_seqlens[seq]
+        if attend is None:
+            if cu_seqlens is None:
+                cu_seqlens = torch.tensor([0, T], device=ids.device)
+            lens = cu_seqlens.diff()
+            if max_seqlen is None:
+                max_seqlen = int(lens.max()) if T else 0
+            seq = torch.repeat_interleave(torch.arange(lens.numel(), device=ids.device), lens,
+                                          output_size=T)
+            positions = torch.arange(T, device=ids.device) - cu_seqlens[seq]
+
+            def attend(q, k, v, scale):
+                return varlen_attention(q, k, v, cu_seqlens, max_seqlen, scale)
         x = self.embed_tokens(ids)
         self.rotary.ensure(max_seqlen, x.device, x.dtype)
         cos, sin = self.rotary(positions)
         for layer in self.layers:
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(layer, x, cos, sin, cu_seqlens, max_seqlen, use_reentrant=False)
+                x = checkpoint(layer, x, cos, sin, attend, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, cu_seqlens, max_seqlen)
+                x = layer(x, cos, sin, attend)
         return self.norm(x)
 
     def forward_paged(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: PagedBatch,
