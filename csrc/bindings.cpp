@@ -8,6 +8,7 @@ void register_group_advantages(py::module_& m);
 void register_paged_kv(py::module_& m);
 void register_sample(py::module_& m);
 void register_paged_attention(py::module_& m);
+void register_decode_ops(py::module_& m);
 
 #ifndef ONERL_CUDA_ARCHS_STR
 #define ONERL_CUDA_ARCHS_STR ""
@@ -31,4 +32,5 @@ PYBIND11_MODULE(_C, m) {
   register_paged_kv(m);
   register_sample(m);
   register_paged_attention(m);
+  register_decode_ops(m);
 }

@@ -15,6 +15,8 @@
 * Preemption by recompute: when blocks run out, the newest running sequence is freed and later
   prefilled again from prompt + generated tokens; the results are unchanged.
 * CUDA graphs: decode batches are padded to a captured size and replayed (CUDA only).
+* CPU fp32: the forward runs ``onerl.models.fused`` (the same math with fused C++ row ops:
+  RMSNorm + residual, RoPE + cache write, SiLU * up; prefills finish only their last rows).
 * Memory: the KV cache (and graphs) stay allocated between calls; ``release_cache()`` hands the
   memory back (e.g. to training) and the next ``generate`` re-allocates and re-captures.
   ``engine.stats`` describes the last call (prefill_tokens, preemptions, steps, seconds).
@@ -31,6 +33,7 @@ from onerl_kernels import sample
 
 from .block_manager import BlockManager, cache_blocks
 from .models import PagedBatch, Transformer
+from .models import fused
 from .scheduler import Scheduler, Sequence
 
 try:
@@ -254,6 +257,9 @@ class LLMEngine:
         ids, positions, slots = host.to(self.device, non_blocking=True)
         cu_t = torch.from_numpy(cu).to(self.device, non_blocking=True)
         batch = PagedBatch(True, slots, cu_seqlens=cu_t, max_seqlen=int(lens.max()))
+        if fused.usable(self.model, ids):  # CPU fp32: fused row ops, last rows only at the end
+            return self.model.logits(fused.forward_paged(self.model, ids, positions, batch,
+                                                         self.kv, last_rows=cu_t[1:] - 1))
         hidden = self.model.forward_paged(ids, positions, batch, self.kv)
         return self.model.logits(hidden.index_select(0, cu_t[1:] - 1))
 
@@ -271,8 +277,13 @@ class LLMEngine:
         host = host.to(self.device, non_blocking=True)
         tables = tables.to(self.device, non_blocking=True)
         batch = PagedBatch(False, host[2], block_tables=tables, seq_lens=host[3].to(torch.int32))
-        hidden = self.model.forward_paged(host[0], host[1], batch, self.kv)
-        return self.model.logits(hidden)
+        return self.model.logits(self._forward_paged(host[0], host[1], batch))
+
+    def _forward_paged(self, ids: torch.Tensor, positions: torch.Tensor,
+                       batch: PagedBatch) -> torch.Tensor:
+        if fused.usable(self.model, ids):
+            return fused.forward_paged(self.model, ids, positions, batch, self.kv)
+        return self.model.forward_paged(ids, positions, batch, self.kv)
 
 
 class DecodeGraphs:
@@ -310,7 +321,7 @@ class DecodeGraphs:
         e, h = self.engine, self.host
         self.lens[:bs].copy_(h[3, :bs])
         batch = PagedBatch(False, h[2, :bs], block_tables=self.tables[:bs], seq_lens=self.lens[:bs])
-        return e.model.logits(e.model.forward_paged(h[0, :bs], h[1, :bs], batch, e.kv))
+        return e.model.logits(e._forward_paged(h[0, :bs], h[1, :bs], batch))
 
     def _pointers(self) -> list[int]:
         m = self.engine.model
