@@ -28,6 +28,7 @@ VARIANTS = {
     "math": [],
     "format": ["algo.reward=format"],
     "entropy": ["algo.entropy_coef=0.001"],
+    "ppo": ["algo.name=ppo"],
 }
 KEYS = ("heldout_strict_before", "heldout_strict_after", "heldout_format_free_before",
         "heldout_format_free_after", "reflection_rate_before", "reflection_rate_after",

@@ -117,11 +117,23 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Like ``ap.parse_args``, but ``section.key=value`` overrides may also follow options
+    (``onerl train --out DIR optim.lr=1e-5``), which argparse alone rejects."""
+    args, extra = ap.parse_known_args(argv)
+    bad = [x for x in extra if x.startswith("-") or "=" not in x]
+    if extra and (bad or not hasattr(args, "overrides")):
+        ap.error(f"unrecognized arguments: {' '.join(bad or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
-    args = ap.parse_args(argv)
+    args = parse(ap, argv)
     if not hasattr(args, "func"):  # bare `onerl`: the main job
-        args = ap.parse_args(["train", *(argv or [])])
+        args = parse(ap, ["train", *(argv or [])])
     return args.func(args)
 
 

@@ -214,3 +214,16 @@ def test_plan_cli_and_unknown_model(capsys):
     assert main(["plan", "--recipe", "dsr-sub", "model.path=org/unknown-model"]) == 2
     assert "shape of model" in capsys.readouterr().err
     assert main(["plan", "--recipe", "toy", "--gpus", "1", "--gpu-mem", "24"]) == 0
+
+
+def test_overrides_may_follow_options(capsys):
+    from onerl.cli import build_parser, parse
+
+    ap = build_parser()
+    args = parse(ap, ["train", "optim.lr=1e-5", "--out", "d", "trainer.seed=3", "--resume"])
+    assert args.overrides == ["optim.lr=1e-5", "trainer.seed=3"] and args.out == "d" and args.resume
+    for bad in (["train", "--out", "d", "--no-such-flag"], ["train", "--out", "d", "--lr=1"],
+                ["plot", "runs/x", "optim.lr=1"]):
+        with pytest.raises(SystemExit):
+            parse(ap, bad)
+        assert "unrecognized arguments" in capsys.readouterr().err
