@@ -75,19 +75,25 @@ def pack(prompts: list[list[int]], responses: list[list[int]], device) -> Packed
                   (len(prompts), max((len(r) for r in responses), default=0)), prompts, responses)
 
 
+def hidden_states(model, packed: Packed, share_prefix: bool | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's hidden states and, into them, the row predicting each response token (the
+    plain packed layout, or the shared-prompt one when it applies and ``share_prefix`` allows)."""
+    shared = None
+    if (SHARE_PREFIX if share_prefix is None else share_prefix) and packed.prompts is not None:
+        shared = prefix.build(packed.prompts, packed.responses, packed.input_ids.device)
+    if shared is None:
+        return model(packed.input_ids, packed.cu_seqlens, packed.max_seqlen), packed.src
+    return shared.forward(model), shared.src
+
+
 def response_logprobs(model, packed: Packed, temperature: float, need_entropy: bool = True,
                       share_prefix: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(response token) and entropy at logits / temperature, as fp32 [B, T_max] grids (0 at
     padding). Differentiable w.r.t. the model's parameters when grad is enabled. share_prefix
     (default ``SHARE_PREFIX``): run a prompt shared by several sequences once (``onerl.prefix``;
     the same values up to rounding); False: the plain packed forward."""
-    shared = None
-    if (SHARE_PREFIX if share_prefix is None else share_prefix) and packed.prompts is not None:
-        shared = prefix.build(packed.prompts, packed.responses, packed.input_ids.device)
-    if shared is None:
-        hidden, src = model(packed.input_ids, packed.cu_seqlens, packed.max_seqlen), packed.src
-    else:
-        hidden, src = shared.forward(model), shared.src
+    hidden, src = hidden_states(model, packed, share_prefix)
     logp, ent = logprobs_entropy(hidden[src], model.lm_head_weight, packed.targets,
                                  temperature=temperature, need_entropy=need_entropy)
     B, T = packed.shape

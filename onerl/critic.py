@@ -2,7 +2,7 @@
 head (Linear hidden -> 1, small random weights, zero bias).
 
 The value of response token j is read at the hidden state that predicts it (the position of
-its log-prob, ``Packed.src``), as verl's critic does. The head is applied inside ``forward`` so
+its log-prob), as verl's critic does. The head is applied inside ``forward`` so
 FSDP2 (which shards the decoder layers, then this module as the root) gathers its weights.
 
 On disk a critic is a Hugging Face model folder (the decoder) plus ``value_head.safetensors``.
@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import models
-from .batching import Packed
+from .batching import Packed, hidden_states
 
 HEAD_FILE = "value_head.safetensors"
 
@@ -37,15 +37,15 @@ class Critic(nn.Module):
         """The decoder layers (FSDP2 shards each, then the critic as the root)."""
         return self.body.layers
 
-    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
-                src: torch.Tensor) -> torch.Tensor:
-        """Packed forward; fp32 values [R] at the hidden states ``src``."""
-        hidden = self.body(input_ids, cu_seqlens, max_seqlen)
+    def forward(self, packed: Packed) -> torch.Tensor:
+        """fp32 values [R] of the response tokens (a prompt shared by several sequences runs
+        once, as in the actor's forward)."""
+        hidden, src = hidden_states(self.body, packed)
         return self.value_head(hidden[src]).squeeze(-1).float()
 
     def values(self, packed: Packed) -> torch.Tensor:
         """fp32 [B, T_max] grid of the response tokens' values (0 at padding)."""
-        v = self(packed.input_ids, packed.cu_seqlens, packed.max_seqlen, packed.src)
+        v = self(packed)
         grid = v.new_zeros(packed.shape)
         return grid.index_put((packed.row, packed.col), v)
 
