@@ -43,8 +43,9 @@ run_bench() {  # name, script, args...
 for extra in gae logprobs paged_attention sample engine; do
   [ -f "benchmarks/bench_$extra.py" ] && (cd benchmarks && run_bench "$extra" "bench_$extra.py")
 done
-# one PPO step of the 1.5B-shaped PPO recipe (random weights) and its time split
-(cd benchmarks && run_bench ppo_step bench_ppo_step.py)
+# one PPO step and one GRPO step of the 1.5B-shaped recipes (random weights), time splits
+(cd benchmarks && run_bench ppo_step bench_rl_step.py)
+(cd benchmarks && run_bench grpo_step bench_rl_step.py --recipe pi1-qwen2.5-math-1.5b)
 
 log "summary (last JSON line of each benchmark)"
 for f in "$OUT"/*.txt; do

@@ -1,10 +1,11 @@
-"""One PPO step (the ``pi1-qwen2.5-math-1.5b-ppo`` recipe) on a model of the paper's shapes with
-random weights, and where its time goes: rollout, reward, the no-grad forwards (critic values,
-reference and old log-probs) + GAE, the critic update, the actor update.
+"""One RL step of a paper recipe on a model of the paper's shapes with random weights, and where
+its time goes. PPO (``pi1-qwen2.5-math-1.5b-ppo``, the default): rollout, reward, the no-grad
+forwards (critic values, reference and old log-probs) + GAE, the critic update, the actor update.
+GRPO (``--recipe pi1-qwen2.5-math-1.5b``): rollout, reward, train (reference forward + update).
 
-    python benchmarks/bench_ppo_step.py [--device cuda] [--shape qwen/qwen2.5-math-1.5b]
-        [--prompts 16 --n 8 --response-len 1024 --steps 2] [--json out.json]
-    python benchmarks/bench_ppo_step.py --tiny          # a tiny model on the CPU (seconds)
+    python benchmarks/bench_rl_step.py [--device cuda] [--shape qwen/qwen2.5-math-1.5b]
+        [--recipe NAME] [--prompts 16 --n 8 --response-len 1024 --steps 2] [--json out.json]
+    python benchmarks/bench_rl_step.py --tiny          # a tiny model on the CPU (seconds)
 
 Random weights are built in place on the device (no checkpoint is read or written); the
 tokenizer is a synthetic one over the model's whole vocabulary. Responses have a fixed length
@@ -75,6 +76,8 @@ def main() -> None:
     ap.add_argument("--response-len", type=int, default=None)
     ap.add_argument("--steps", type=int, default=2, help="the last one is reported")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--recipe", default="pi1-qwen2.5-math-1.5b-ppo",
+                    help="a paper recipe (GRPO or PPO)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     shape = TINY if args.tiny else KNOWN_MODELS[args.shape]
@@ -86,7 +89,7 @@ def main() -> None:
         write_model_folder(folder, shape)
         data = Path(tmp) / "one.jsonl"
         data.write_text(json.dumps({"prompt": "t5 t6 t7 t8", "answer": "12"}) + "\n")
-        cfg = build("pi1-qwen2.5-math-1.5b-ppo", None, [
+        cfg = build(args.recipe, None, [
             f"model.path={folder}", f"data.train_files={data}", f"trainer.out_dir={tmp}/run",
             f"trainer.device={args.device}", f"trainer.train_batch_size={prompts}",
             f"rollout.n={args.n}", f"rollout.max_new_tokens={length}", "rollout.ignore_eos=true",
@@ -97,8 +100,8 @@ def main() -> None:
         rows = trainer.run()
     last = rows[-1]
     keys = ("time/step_s", "time/rollout_s", "time/reward_s", "time/ppo_prep_s", "time/critic_s",
-            "time/actor_s", "tokens_per_s", "vf_loss", "loss", "critic_grad_norm", "grad_norm")
-    out = {"bench": "ppo_step", "device": args.device, "shape": "tiny" if args.tiny else args.shape,
+            "time/actor_s", "time/train_s", "tokens_per_s", "vf_loss", "loss", "critic_grad_norm", "grad_norm")
+    out = {"bench": "rl_step", "recipe": args.recipe, "device": args.device, "shape": "tiny" if args.tiny else args.shape,
            "responses": prompts * args.n, "response_len": length,
            **{k: round(float(last[k]), 4) for k in keys if k in last}}
     if args.device.startswith("cuda"):
