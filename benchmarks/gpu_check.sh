@@ -46,6 +46,8 @@ done
 # one PPO step and one GRPO step of the 1.5B-shaped recipes (random weights), time splits
 (cd benchmarks && run_bench ppo_step bench_rl_step.py)
 (cd benchmarks && run_bench grpo_step bench_rl_step.py --recipe pi1-qwen2.5-math-1.5b)
+# onerl eval, greedy MATH500-sized protocol (500 x 3072 tokens), 1.5B shapes, random weights
+(cd benchmarks && run_bench eval bench_eval.py)
 
 log "summary (last JSON line of each benchmark)"
 for f in "$OUT"/*.txt; do
