@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from math import comb
 from pathlib import Path
 
-from .data import DataError, Row, load_rows
+from .data import DataError, Row, jsonl_records, to_row
 from .templates import (QWEN25_MATH_COT, TEMPLATES, prompt_ids, prompt_text,  # noqa: F401
                         resolve_template)
 
@@ -146,28 +146,17 @@ def load_benchmark(data_dir: str | Path, name: str, limit: int | None = None) ->
     path = Path(data_dir) / f"{name}.jsonl"
     if not path.is_file():
         raise DataError(f"benchmark {name!r}: data file not found: {path}")
-    records = 0
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {line_no}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}, line {line_no}: expected a JSON object, got "
-                                f"{type(rec).__name__}")
-            for key in ("problem", "answer"):
-                if rec.get(key) is None:
-                    raise DataError(f"{path}, line {line_no}: missing field {key!r} "
-                                    f"(fields: {sorted(rec)})")
-            if not isinstance(rec["problem"], str) or not rec["problem"].strip():
-                raise DataError(f"{path}, line {line_no}: field 'problem' must be non-empty text")
-            records += 1
-    if not records:
+    rows = []
+    for line_no, rec in jsonl_records(path):
+        where = f"{path}, line {line_no}"
+        for key in ("problem", "answer"):
+            if rec.get(key) is None:
+                raise DataError(f"{where}: missing field {key!r} (fields: {sorted(rec)})")
+        if not isinstance(rec["problem"], str) or not rec["problem"].strip():
+            raise DataError(f"{where}: field 'problem' must be non-empty text")
+        rows.append(to_row(rec, len(rows), where, "problem", "answer"))
+    if not rows:
         raise DataError(f"{path}: empty file (no JSON lines)")
-    rows = load_rows(str(path), problem_field="problem", answer_field="answer")
     if limit is not None:
         if limit < 1:
             raise ValueError(f"--limit must be >= 1, got {limit}")

@@ -47,6 +47,23 @@ def _answer_of(rec: dict, field: str, where: str) -> str:
     raise DataError(f"{where}: missing field {field!r} (nor reward_model.ground_truth)")
 
 
+def jsonl_records(path: Path):
+    """(line number, object) of each non-blank line of a JSONL file; a bad line is a DataError
+    naming the file and the line."""
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}, line {line_no}: not valid JSON ({e.msg})") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}, line {line_no}: expected a JSON object, got "
+                                f"{type(rec).__name__}")
+            yield line_no, rec
+
+
 def _records(path: Path) -> list[dict]:
     if path.suffix == ".parquet":
         try:
@@ -54,16 +71,27 @@ def _records(path: Path) -> list[dict]:
         except ImportError as e:
             raise DataError(f"{path}: reading parquet needs pandas and pyarrow installed") from e
         return pd.read_parquet(path).to_dict("records")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {i}: not valid JSON ({e.msg})") from None
-    return out
+    return [rec for _, rec in jsonl_records(path)]
+
+
+def row_id(rec: dict, i: int) -> str:
+    """A record's id: its ``id`` field, else ``extra_info.index`` (the paper's parquet files),
+    else its position ``i``."""
+    if "id" in rec:
+        return str(rec["id"])
+    extra = rec.get("extra_info")
+    if isinstance(extra, dict) and "index" in extra:
+        return str(extra["index"])
+    return str(i)
+
+
+def to_row(rec: dict, i: int, where: str, problem_field: str = "prompt",
+           answer_field: str = "answer") -> Row:
+    """Record ``i`` of a data file as a Row; errors name ``where`` (file and row/line)."""
+    if problem_field not in rec:
+        raise DataError(f"{where}: missing field {problem_field!r} (fields: {sorted(rec)})")
+    return Row(row_id(rec, i), _text_of(rec[problem_field], where),
+               _answer_of(rec, answer_field, where))
 
 
 def load_rows(spec: str, problem_field: str = "prompt", answer_field: str = "answer") -> list[Row]:
@@ -74,15 +102,8 @@ def load_rows(spec: str, problem_field: str = "prompt", answer_field: str = "ans
     path = Path(spec)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    rows = []
-    for i, rec in enumerate(_records(path)):
-        where = f"{path}, row {i}"
-        if problem_field not in rec:
-            raise DataError(f"{where}: missing field {problem_field!r} (fields: {sorted(rec)})")
-        rid = rec.get("id", (rec.get("extra_info") or {}).get("index", i)
-                      if isinstance(rec.get("extra_info"), dict) else i)
-        rows.append(Row(str(rid), _text_of(rec[problem_field], where),
-                        _answer_of(rec, answer_field, where)))
+    rows = [to_row(rec, i, f"{path}, row {i}", problem_field, answer_field)
+            for i, rec in enumerate(_records(path))]
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows

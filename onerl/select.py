@@ -22,7 +22,7 @@ import random
 import sys
 from pathlib import Path
 
-from .data import DataError
+from .data import DataError, jsonl_records, row_id
 
 METHODS = ("std", "var", "random")
 
@@ -95,34 +95,14 @@ def parse_ranks(spec: str, size: int) -> list[int]:
     return ranks
 
 
-def _row_id(rec: dict, i: int) -> str:
-    if "id" in rec:
-        return str(rec["id"])
-    extra = rec.get("extra_info")
-    if isinstance(extra, dict) and "index" in extra:
-        return str(extra["index"])
-    return str(i)
-
-
 def pool_rows(path: str | Path) -> dict[str, dict]:
     """Pool rows keyed by id (first occurrence wins); errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"pool file not found: {path}")
     out: dict[str, dict] = {}
-    n = 0
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {line_no}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}, line {line_no}: expected a JSON object")
-            out.setdefault(_row_id(rec, n), rec)
-            n += 1
+    for n, (_, rec) in enumerate(jsonl_records(path)):
+        out.setdefault(row_id(rec, n), rec)
     if not out:
         raise DataError(f"{path}: empty file (no JSON lines)")
     return out

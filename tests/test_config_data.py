@@ -77,6 +77,7 @@ def test_load_rows_jsonl_and_paper_parquet_shape(tmp_path):
     ('{"answer": "4"}\n', r"d.jsonl, row 0: missing field 'prompt'"),
     ('{"prompt": "x"}\n', r"row 0: missing field 'answer'"),
     ('{"prompt": "x", "answer": "1"}\n{bad\n', r"d.jsonl, line 2: not valid JSON"),
+    ('{"prompt": "x", "answer": "1"}\n[1, 2]\n', r"d.jsonl, line 2: expected a JSON object, got list"),
     ('', "no rows"),
 ])
 def test_load_rows_errors_name_file_and_row(tmp_path, content, match):
