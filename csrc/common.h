@@ -14,6 +14,13 @@
 #define ONERL_HD
 #endif
 
+// CPU loops built twice, for AVX2 and baseline x86-64, picked at load time by the CPU's features.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
+#define ONERL_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define ONERL_CLONES
+#endif
+
 namespace onerl {
 
 template <typename T>

@@ -25,12 +25,6 @@
 
 namespace py = pybind11;
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
-#define ONERL_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define ONERL_CLONES
-#endif
-
 namespace onerl {
 namespace {
 
