@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import torch
-from harness import cuda_launches, measure, parse_args, report
+from harness import cuda_launches, measure, onerl_summary, parse_args, report
 
 from onerl_kernels import group_advantages, reference
 
@@ -31,12 +31,8 @@ def main():
             extra[f"launches_onerl[{name}]"] = cuda_launches(lambda: group_advantages(r, 8))
             extra[f"launches_eager[{name}]"] = cuda_launches(lambda: reference.group_advantages(r, 8))
     out = report("group_advantages", rows, "eager reference", args, extra)
-    summary = {"op": "group_advantages", "device": dev, **extra}
-    for row in out["rows"]:
-        if row["variant"] == "onerl":
-            summary[f"onerl_ms[{row['shape']}]"] = round(row["ms"], 4)
-            summary[f"speedup_vs_eager[{row['shape']}]"] = row["speedup_vs_eager_reference"]
-    print(json.dumps(summary))
+    print(json.dumps(onerl_summary("group_advantages", dev, out["rows"],
+                                   {"eager": "eager reference"}, extra)))
 
 
 if __name__ == "__main__":

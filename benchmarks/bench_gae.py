@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import torch
-from harness import cuda_launches, measure, parse_args, report
+from harness import cuda_launches, measure, onerl_summary, parse_args, report
 
 from onerl_kernels import gae_advantages
 
@@ -47,12 +47,8 @@ def main():
             extra[f"launches_onerl[{name}]"] = cuda_launches(
                 lambda: gae_advantages(r, v, mask, gamma, lam))
     out = report("gae_advantages", rows, "eager column loop", args, extra)
-    summary = {"op": "gae_advantages", "device": dev, **extra}
-    for row in out["rows"]:
-        if row["variant"] == "onerl":
-            summary[f"onerl_ms[{row['shape']}]"] = round(row["ms"], 4)
-            summary[f"speedup_vs_loop[{row['shape']}]"] = row["speedup_vs_eager_column_loop"]
-    print(json.dumps(summary))
+    print(json.dumps(onerl_summary("gae_advantages", dev, out["rows"],
+                                   {"loop": "eager column loop"}, extra)))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import torch
-from harness import cuda_launches, measure, parse_args, report
+from harness import cuda_launches, measure, onerl_summary, parse_args, report
 
 from onerl_kernels import grpo_loss, reference
 
@@ -60,16 +60,8 @@ def main():
                 lambda: torch.autograd.grad(loss, [lp, ent], retain_graph=True))
             extra[f"launches_eager_fwd_bwd[{name}]"] = cuda_launches(eager)
     out = report("grpo_loss fwd+bwd", rows, "eager reference", args, extra)
-    summary = {"op": "grpo_loss", "device": dev, **extra}
-    for r in out["rows"]:
-        if r["variant"] == "onerl":
-            summary[f"onerl_ms[{r['shape']}]"] = round(r["ms"], 4)
-            summary[f"speedup_vs_eager[{r['shape']}]"] = r["speedup_vs_eager_reference"]
-    compiled = {r["shape"]: r["ms"] for r in out["rows"] if r["variant"] == "compiled reference"}
-    for r in out["rows"]:
-        if r["variant"] == "onerl":
-            summary[f"speedup_vs_compiled[{r['shape']}]"] = round(compiled[r["shape"]] / r["ms"], 3)
-    print(json.dumps(summary))
+    print(json.dumps(onerl_summary("grpo_loss", dev, out["rows"], {
+        "eager": "eager reference", "compiled": "compiled reference"}, extra)))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 
 import torch
-from harness import measure, parse_args, report
+from harness import measure, onerl_summary, parse_args, report
 
 from onerl_kernels import paged_attention
 from onerl_kernels.paged_attention import _decode_torch
@@ -100,17 +100,9 @@ def main():
         extra[f"onerl_GBps[{name}]"] = round(kv_bytes / ours["ms"] / 1e6, 1)
         del kd, vd
     out = report("paged_attention decode", rows, "gather+sdpa", args, extra)
-    summary = {"op": "paged_attention", "device": dev, **extra}
-    by = {(r["shape"], r["variant"]): r["ms"] for r in out["rows"]}
-    for B, L in shapes:
-        name = f"B{B} L{L}"
-        summary[f"onerl_ms[{name}]"] = round(by[(name, "onerl")], 4)
-        for base in ("gather+sdpa", "sdpa (pre-gathered)", "per-seq loop", "flashinfer",
-                     "onerl torch path"):
-            if (name, base) in by:
-                ratio = by[(name, base)] / by[(name, "onerl")]
-                summary[f"speedup_vs_{base}[{name}]"] = round(ratio, 3)
-    print(json.dumps(summary))
+    print(json.dumps(onerl_summary("paged_attention", dev, out["rows"], {
+        b: b for b in ("gather+sdpa", "sdpa (pre-gathered)", "per-seq loop", "flashinfer",
+                       "onerl torch path")}, extra)))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 
 import torch
-from harness import measure, parse_args, report
+from harness import measure, onerl_summary, parse_args, report
 
 from onerl_kernels import sample
 
@@ -77,15 +77,8 @@ def main():
             for vname, fn in variants:
                 rows.append({"shape": name, "variant": vname, **measure(fn, dev, repeats)})
     out = report("sample", rows, "torch multi-pass", args, extra)
-    summary = {"op": "sample", "device": dev}
-    by = {(r["shape"], r["variant"]): r["ms"] for r in out["rows"]}
-    for shape in dict.fromkeys(r["shape"] for r in out["rows"]):
-        summary[f"onerl_ms[{shape}]"] = round(by[(shape, "onerl")], 4)
-        for base in ("torch multi-pass", "flashinfer"):
-            if (shape, base) in by:
-                summary[f"speedup_vs_{base}[{shape}]"] = round(by[(shape, base)] /
-                                                             by[(shape, "onerl")], 3)
-    print(json.dumps(summary))
+    print(json.dumps(onerl_summary("sample", dev, out["rows"], {
+        b: b for b in ("torch multi-pass", "flashinfer")})))
 
 
 if __name__ == "__main__":

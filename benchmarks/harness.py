@@ -75,6 +75,24 @@ def report(title: str, rows: list[dict], baseline: str, args, extra: dict | None
     return out
 
 
+def onerl_summary(op: str, device: str, rows: list[dict], baselines: dict[str, str],
+                  extra: dict | None = None) -> dict:
+    """The one JSON object a benchmark ends with: onerl's ms per shape and its speedup over each
+    baseline variant measured for that shape (``baselines`` maps the key written as
+    ``speedup_vs_<key>[shape]`` to the variant's name)."""
+    summary = {"op": op, "device": device, **(extra or {})}
+    by = {(r["shape"], r["variant"]): r["ms"] for r in rows}
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        if (shape, "onerl") not in by:
+            continue
+        ms = by[(shape, "onerl")]
+        summary[f"onerl_ms[{shape}]"] = round(ms, 4)
+        for key, variant in baselines.items():
+            if (shape, variant) in by:
+                summary[f"speedup_vs_{key}[{shape}]"] = round(by[(shape, variant)] / ms, 3)
+    return summary
+
+
 def cuda_launches(fn) -> int | None:
     """Number of CUDA kernel launches made by fn() (profiler), None on CPU."""
     if not torch.cuda.is_available():
