@@ -9,6 +9,7 @@ void register_paged_kv(py::module_& m);
 void register_sample(py::module_& m);
 void register_paged_attention(py::module_& m);
 void register_decode_ops(py::module_& m);
+void register_logprobs_ops(py::module_& m);
 
 #ifndef ONERL_CUDA_ARCHS_STR
 #define ONERL_CUDA_ARCHS_STR ""
@@ -33,4 +34,5 @@ PYBIND11_MODULE(_C, m) {
   register_sample(m);
   register_paged_attention(m);
   register_decode_ops(m);
+  register_logprobs_ops(m);
 }

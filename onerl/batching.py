@@ -41,19 +41,42 @@ class Packed:
         return m
 
 
-def micro_batches(lengths: list[int], budget: int) -> list[list[int]]:
+def micro_batches(lengths: list[int], budget: int, prompts: list[list[int]] | None = None
+                  ) -> list[list[int]]:
     """Split sequence indices, in order, into groups whose total length fits ``budget`` (a
-    sequence longer than the budget gets a group of its own)."""
-    groups, cur, used = [], [], 0
+    sequence longer than the budget gets a group of its own). With ``prompts`` (and
+    ``SHARE_PREFIX``), a prompt already in the group is counted once, as the shared-prompt
+    forward runs it: the budget bounds the tokens actually computed."""
+    share = SHARE_PREFIX and prompts is not None
+    groups, cur, used, seen = [], [], 0, set()
     for i, n in enumerate(lengths):
-        if cur and used + n > budget:
+        key = tuple(prompts[i]) if share else None
+        cost = n - len(key) if share and key in seen else n
+        if cur and used + cost > budget:
             groups.append(cur)
-            cur, used = [], 0
+            cur, used, seen = [], 0, set()
+            cost = n
         cur.append(i)
-        used += n
+        used += cost
+        if share:
+            seen.add(key)
     if cur:
         groups.append(cur)
     return groups
+
+
+def even_out(groups: list[list[int]], want: int) -> list[tuple[list[int], bool]]:
+    """``want`` (>= len(groups)) micro-batches as (sequences, real) pairs: the largest groups
+    split in halves while that adds some, then the last group repeated with real=False (a pass
+    whose results are discarded and whose loss is weighted 0; it only keeps ranks in step)."""
+    out = [(g, True) for g in groups]
+    while len(out) < want and out:
+        i = max(range(len(out)), key=lambda k: len(out[k][0]))
+        g = out[i][0]
+        if len(g) < 2:
+            break
+        out[i:i + 1] = [(g[:len(g) // 2], True), (g[len(g) // 2:], True)]
+    return out + [(out[-1][0], False)] * (want - len(out)) if out else out
 
 
 def pack(prompts: list[list[int]], responses: list[list[int]], device) -> Packed:

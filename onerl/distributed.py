@@ -69,6 +69,17 @@ class Dist:
         dist.all_reduce(t)
         return t.tolist()
 
+    def even(self, groups: list[list[int]]) -> list[tuple[list[int], bool]]:
+        """The same number of micro-batches on every rank (``batching.even_out`` to the largest
+        count): under FSDP every forward is a collective, so a rank with fewer micro-batches
+        (other response lengths) would leave the others waiting. One process: unchanged."""
+        from .batching import even_out
+        if not self.enabled:
+            return even_out(groups, len(groups))
+        t = torch.tensor([len(groups)], dtype=torch.int64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return even_out(groups, int(t.item()))
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -30,7 +30,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from onerl_kernels import gae_advantages, reference
 
-from .batching import micro_batches, pack, rows_to_grid
+from .batching import pack, rows_to_grid
 from .critic import gathered, load_critic, load_critic_weights, save_critic
 from .trainer import Trainer, resolve_model_path
 
@@ -106,7 +106,7 @@ class PPOTrainer(Trainer):
 
     def update_critic(self, prompts, responses, old_values, returns) -> dict:
         """Clipped value loss, token-mean over each mini-batch, one AdamW step per mini-batch."""
-        a, c, t = self.cfg.algo, self.cfg.critic, self.cfg.trainer
+        a, c = self.cfg.algo, self.cfg.critic
         lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
         per_mini = max(len(responses) // a.ppo_mini_batches, 1)
         sums, gnorm = {"vf_loss": 0.0, "vf_clipfrac": 0.0}, 0.0
@@ -116,7 +116,8 @@ class PPOTrainer(Trainer):
                 self.critic_opt.zero_grad(set_to_none=True)
                 (n_tok,) = self.dist.sum([sum(len(responses[i]) for i in seqs)])
                 sums = {"vf_loss": 0.0, "vf_clipfrac": 0.0}
-                for mb_local in micro_batches([lengths[i] for i in seqs], t.micro_batch_tokens):
+                for mb_local, real in self.micro_batches([lengths[i] for i in seqs],
+                                                         [prompts[i] for i in seqs]):
                     mb = [seqs[j] for j in mb_local]
                     packed = pack([prompts[i] for i in mb], [responses[i] for i in mb], self.device)
                     vpred = self.critic.values(packed)
@@ -124,7 +125,9 @@ class PPOTrainer(Trainer):
                     loss, clipfrac = reference.value_loss(vpred, old_v, ret, packed.mask,
                                                           c.cliprange_value, "token-mean")
                     share = int(packed.mask.sum()) / max(n_tok, 1)
-                    (loss * (share * self.dist.world)).backward()
+                    (loss * (share * self.dist.world * real)).backward()
+                    if not real:
+                        continue
                     sums["vf_loss"] += loss.item() * share
                     sums["vf_clipfrac"] += clipfrac.item() * share
                 sums = dict(zip(sums, self.dist.sum(list(sums.values()))))

@@ -175,7 +175,7 @@ class Trainer:
         """One or more optimizer steps on the rollout (several only with PPO mini-batches/epochs).
         adv: [N] per response or a list of per-token [len(response)] tensors; ref: per-token
         reference log-probs for the KL loss (None: no KL term)."""
-        a, t = self.cfg.algo, self.cfg.trainer
+        a = self.cfg.algo
         n_seq = len(responses)
         lengths = [len(p) + len(r) for p, r in zip(prompts_rep, responses)]
         on_policy = a.ppo_mini_batches == 1 and a.ppo_epochs == 1
@@ -200,13 +200,20 @@ class Trainer:
         """``fn(packed)`` -> a [B, T] grid, without grad, over token-budget micro-batches;
         returned as one [len(response)] tensor per sequence."""
         out = []
-        for mb in micro_batches([len(p) + len(r) for p, r in zip(prompts, responses)],
-                                self.cfg.trainer.micro_batch_tokens):
+        for mb, real in self.micro_batches([len(p) + len(r) for p, r in zip(prompts, responses)],
+                                           prompts):
             packed = pack([prompts[i] for i in mb], [responses[i] for i in mb], self.device)
             with torch.no_grad():
                 g = fn(packed)
-            out += [g[j, :len(responses[i])] for j, i in enumerate(mb)]
+            if real:
+                out += [g[j, :len(responses[i])] for j, i in enumerate(mb)]
         return out
+
+    def micro_batches(self, lengths: list[int], prompts: list[list[int]]
+                      ) -> list[tuple[list[int], bool]]:
+        """Token-budget micro-batches as (indices, real); across ranks the same number of them
+        (``Dist.even``: a pass with real=False only keeps the ranks in step, weight 0)."""
+        return self.dist.even(micro_batches(lengths, self.cfg.trainer.micro_batch_tokens, prompts))
 
     def _update(self, seqs, prompts, responses, adv, old, ref, lengths):
         self.opt.zero_grad(set_to_none=True)
@@ -226,12 +233,13 @@ class Trainer:
     def backward(self, seqs, prompts, responses, adv, old, ref, lengths) -> dict:
         """Accumulate the gradient of the aggregated loss over sequences ``seqs`` in token-budget
         micro-batches, each weighted so the sum equals the loss over all of them at once."""
-        a, t = self.cfg.algo, self.cfg.trainer
+        a = self.cfg.algo
         n_tok, n_nonempty = self.dist.sum([sum(len(responses[i]) for i in seqs),
                                            sum(1 for i in seqs if responses[i])])
         world = self.dist.world   # FSDP averages gradients over ranks; the loss is a global sum
         sums = {"loss": 0.0, "clipfrac": 0.0, "kl": 0.0, "entropy": 0.0, "ppo_kl": 0.0}
-        for mb_local in micro_batches([lengths[i] for i in seqs], t.micro_batch_tokens):
+        for mb_local, real in self.micro_batches([lengths[i] for i in seqs],
+                                                 [prompts[i] for i in seqs]):
             mb = [seqs[j] for j in mb_local]
             lp, ent, mask = self._logprobs(self.actor, [prompts[i] for i in mb],
                                            [responses[i] for i in mb])
@@ -243,12 +251,16 @@ class Trainer:
             adv_mb = grid(adv) if isinstance(adv, list) else adv[mb].to(lp.device)
             if not a.policy_gradient:   # ablations without the policy-gradient term
                 adv_mb = torch.zeros_like(adv_mb)
+            if not a.entropy_coef and ent is not None:
+                ent = ent.detach()   # a metric only: no entropy term in the gradient
             loss, m = grpo_loss(lp, None if old is None else grid(old),
                                 None if ref is None else grid(ref), adv_mb, mask,
                                 ent, clip_low=a.clip_low, clip_high=a.clip_high,
                                 clip_dual=a.clip_dual, kl_type=a.kl_type if ref is not None else None,
                                 kl_coef=a.kl_coef, entropy_coef=a.entropy_coef, agg=a.loss_agg)
-            (loss * (weight * world)).backward()
+            (loss * (weight * world * real)).backward()
+            if not real:
+                continue
             share = tok / max(n_tok, 1)
             sums["loss"] += loss.item() * weight
             for k in ("clipfrac", "kl", "entropy", "ppo_kl"):

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import torch
 
+from ._backend import _C
+
 _ROWS = 128
 _COLS = 4096
 # Exponents are clamped from below at log(smallest normal) (+ a margin): on x86 CPUs exp is 10-30x
@@ -35,6 +37,9 @@ _COLS = 4096
 # (masked / padded vocabulary ids). A clamped term is < 2e-38 (fp32) against sums >= 1, far
 # below rounding; the forward and the backward both clamp.
 _EXP_FLOOR = {torch.float32: -87.0, torch.float64: -708.0}
+# fp32 CPU chunks take the fused C++ row passes when the extension is built (the torch ops below
+# stay the definition, the fp64 path and the fallback; tests run both by patching this).
+USE_CPP = True
 
 
 def _alloc(*shape, **kw) -> torch.Tensor:
@@ -56,10 +61,23 @@ def _pad(t: torch.Tensor, rows: int, fill, dtype=None) -> torch.Tensor:
     return out
 
 
+def _fused(s: torch.Tensor, *rows: torch.Tensor | None) -> bool:
+    """Whether the C++ row passes (csrc/cpu/logprobs_ops.cpp) take this fp32 CPU chunk."""
+    return (USE_CPP and _C is not None and hasattr(_C, "lpe_online_cpu")
+            and s.device.type == "cpu" and s.dtype == torch.float32 and s.is_contiguous()
+            and all(r is None or (r.is_contiguous() and r.device.type == "cpu" and r.dtype in
+                                  (torch.float32, torch.int64, torch.bool)) for r in rows))
+
+
 def _online(state, s: torch.Tensor, y: torch.Tensor, need_entropy: bool):
     """Fold the logit chunk s [R, C] (targets y [R] relative to the chunk) into (m, l, a, t).
     s is a fresh tensor and is overwritten."""
     m, l, a, t = state
+    if _fused(s, y, m, l, a, t):  # one C++ pass per row, the state updated in place
+        _C.lpe_online_cpu(s.data_ptr(), s.shape[0], s.shape[1], y.data_ptr(), m.data_ptr(),
+                          l.data_ptr(), a.data_ptr(), t.data_ptr(), need_entropy,
+                          _EXP_FLOOR[s.dtype])
+        return m, l, a, t
     C = s.shape[1]
     hit = (y >= 0) & (y < C)
     t = t + torch.where(hit, s.gather(1, y.clamp(0, C - 1)[:, None])[:, 0], 0.0)
@@ -114,6 +132,11 @@ def _dlogits(s, rt, inv_t):
     the chunk, live, stats, 1 - p_y, g_lp, g_H) for the same R rows. Rows not live give 0."""
     y, live, st, omp, glp, gh = rt
     C = s.shape[1]
+    if _fused(s, y, live, st, omp, glp, gh):
+        _C.lpe_dlogits_cpu(s.data_ptr(), s.shape[0], C, y.data_ptr(), live.data_ptr(),
+                           st.data_ptr(), omp.data_ptr(), 0 if glp is None else glp.data_ptr(),
+                           0 if gh is None else gh.data_ptr(), inv_t, _EXP_FLOOR[s.dtype])
+        return s
     d = s.sub_(st[:, 0:1])  # s - m
     p = torch.sub(d, st[:, 1:2]).clamp_(min=_EXP_FLOOR[s.dtype]).exp_()
     if glp is not None:

@@ -1,6 +1,8 @@
 """logprobs_entropy / logprobs_entropy_from_logits against the float64 reference.
 
-Both backends run on the ``device`` fixture: "torch" (the chunked path) and "triton" (on a GPU, or
+Both backends run on the ``device`` fixture: "torch" (the chunked path; on fp32 CPU chunks its row
+passes run in C++, and "torch-ops" below is the same backend with those passes as torch ops) and
+"triton" (on a GPU, or
 through Triton's interpreter on a CPU machine, fp32/fp16 only there: bf16 tl.dot is broken in the
 interpreter). Shapes stay small
 because the interpreter is slow; V = 151936 runs with tiny M. Tolerances: fp32 inputs within 1e-5
@@ -15,14 +17,23 @@ from onerl_kernels import logprobs_chunked, logprobs_triton, reference
 from onerl_kernels.logprobs import (_lpe, _lpe_bwd, _lpel, _lpel_bwd, _rows3d, logprobs_entropy,
                                     logprobs_entropy_from_logits)
 
-BACKENDS = ["torch", "triton"]
+BACKENDS = ["torch", "torch-ops", "triton"]
 # numpy (the interpreter) warns about inf/nan produced in lanes that tl.where then discards
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 
+def _api(backend: str) -> str:
+    """The backend argument of the public functions ("torch-ops" is "torch" with USE_CPP off)."""
+    return "torch" if backend == "torch-ops" else backend
+
+
 @pytest.fixture(autouse=True)
-def poisoned(monkeypatch):
-    """Every buffer the kernels allocate starts as NaN: a missed write shows up."""
+def poisoned(monkeypatch, request):
+    """Every buffer the kernels allocate starts as NaN: a missed write shows up. The "torch-ops"
+    cases run the chunked path's torch row ops instead of the C++ row passes."""
+    params = getattr(request.node, "callspec", None)
+    if params is not None and params.params.get("backend") == "torch-ops":
+        monkeypatch.setattr(logprobs_chunked, "USE_CPP", False)
     def alloc(*shape, **kw):
         return poison(torch.empty(*shape, **kw))
     monkeypatch.setattr(logprobs_triton, "_alloc", alloc)
@@ -93,7 +104,8 @@ def _check_flash(got, want, low, atol, what=""):
 def test_fp32_matches_reference(backend, temperature, device):
     # odd M and V (V not a multiple of any tile), several splits and backward slabs, ignored rows
     h, w, y, g_lp, g_h = _inputs(37, 40, 1000, n_ignored=5, device=device)
-    got = _run(logprobs_entropy, h, w, y, g_lp, g_h, temperature=temperature, backend=backend)
+    got = _run(logprobs_entropy, h, w, y, g_lp, g_h, temperature=temperature,
+               backend=_api(backend))
     want = _ref(h, w, y, g_lp, g_h, temperature)
     _check_fp32(got, want, backend)
     ign = y == -100
@@ -106,7 +118,7 @@ def test_fp32_matches_reference(backend, temperature, device):
     pytest.param("triton", torch.bfloat16, marks=pytest.mark.gpu)])
 def test_16bit_flash_rule(backend, dtype, device):
     h, w, y, g_lp, g_h = _inputs(33, 48, 700, dtype=dtype, n_ignored=3, scale=0.5, device=device)
-    got = _run(logprobs_entropy, h, w, y, g_lp, g_h, temperature=0.6, backend=backend)
+    got = _run(logprobs_entropy, h, w, y, g_lp, g_h, temperature=0.6, backend=_api(backend))
     assert got[0].dtype == torch.float32 and got[2].dtype == dtype and got[3].dtype == dtype
     want = _ref(h, w, y, g_lp, g_h, 0.6)
     low = _eager_lowprec(h, w, y, g_lp, g_h, 0.6)
@@ -119,7 +131,7 @@ def test_peaked_and_all_negative(backend, device):
     # peaked: the target's logit towers over the rest (p_target ~ 1, entropy ~ 0)
     h, w, y, g_lp, g_h = _inputs(20, 32, 500, seed=1, device=device)
     h = 12 * w[y] / w[y].norm(dim=1, keepdim=True)
-    got = _run(logprobs_entropy, h, w, y, g_lp, g_h, backend=backend)
+    got = _run(logprobs_entropy, h, w, y, g_lp, g_h, backend=_api(backend))
     want = _ref(h, w, y, g_lp, g_h)
     assert (want[0] > -1e-3).all() and (want[1] < 1e-2).all()  # the case is what it claims
     assert (got[1] >= 0).all() and all(torch.isfinite(g).all() for g in got)
@@ -128,7 +140,7 @@ def test_peaked_and_all_negative(backend, device):
     # all logits strongly negative (about -300): a large shared offset must not cost accuracy
     h, w, y, g_lp, g_h = _inputs(20, 32, 500, seed=2, device=device)
     h[:, 0], w[:, 0] = 1.0, -300.0
-    got = _run(logprobs_entropy, h, w, y, g_lp, g_h, temperature=0.6, backend=backend)
+    got = _run(logprobs_entropy, h, w, y, g_lp, g_h, temperature=0.6, backend=_api(backend))
     want = _ref(h, w, y, g_lp, g_h, 0.6)
     low = _eager_lowprec(h, w, y, g_lp, g_h, 0.6)
     _check_flash(got, want, low, atol=1e-4, what=f"{backend} all-negative")
@@ -139,33 +151,34 @@ def test_big_vocab(backend, device):
     M = 2 if backend == "triton" and device.type == "cpu" else 64  # the interpreter is slow
     h, w, y, g_lp, g_h = _inputs(M, 16, 151936, seed=3, device=device)
     y[0] = 151935  # the last column
-    got = _run(logprobs_entropy, h, w, y, g_lp, g_h, temperature=0.6, backend=backend)
+    got = _run(logprobs_entropy, h, w, y, g_lp, g_h, temperature=0.6, backend=_api(backend))
     _check_fp32(got, _ref(h, w, y, g_lp, g_h, 0.6), backend, rtol=1e-4)  # sums over 151936
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_single_row_and_edge_targets(backend, device):
     h, w, y, g_lp, g_h = _inputs(1, 24, 130, seed=4, device=device)
-    _check_fp32(_run(logprobs_entropy, h, w, y, g_lp, g_h, backend=backend),
+    _check_fp32(_run(logprobs_entropy, h, w, y, g_lp, g_h, backend=_api(backend)),
                 _ref(h, w, y, g_lp, g_h), "M=1")
     # every row ignored: zeros and zero gradients
     h, w, y, g_lp, g_h = _inputs(5, 24, 130, seed=5, device=device)
     y[:] = 7
-    lp, ent, dh, dw = _run(logprobs_entropy, h, w, y, g_lp, g_h, ignore_index=7, backend=backend)
+    lp, ent, dh, dw = _run(logprobs_entropy, h, w, y, g_lp, g_h, ignore_index=7,
+                           backend=_api(backend))
     assert not lp.any() and not ent.any() and not dh.any() and not dw.any()
     # a target out of range (and not ignore_index) gives NaN, no host sync needed to flag it
     y = torch.tensor([3, 130, -5, -100, 0], device=device)
-    lp, ent = logprobs_entropy(h, w, y, backend=backend)
+    lp, ent = logprobs_entropy(h, w, y, backend=_api(backend))
     assert lp[1].isnan() and lp[2].isnan() and lp[3] == 0 and torch.isfinite(lp[[0, 4]]).all()
     # M = 0
-    lp, ent = logprobs_entropy(h[:0], w, y[:0], backend=backend)
+    lp, ent = logprobs_entropy(h[:0], w, y[:0], backend=_api(backend))
     assert lp.shape == (0,) and ent.shape == (0,)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_need_entropy_false(backend, device):
     h, w, y, g_lp, g_h = _inputs(19, 32, 300, seed=6, n_ignored=2, device=device)
-    got = _run(logprobs_entropy, h, w, y, g_lp, g_h, need_entropy=False, backend=backend)
+    got = _run(logprobs_entropy, h, w, y, g_lp, g_h, need_entropy=False, backend=_api(backend))
     assert got[1].shape == (0,)
     want = _ref(h, w, y, g_lp, g_h, need_entropy=False)
     _close(got[0], want[0], 1e-5, "logp")
@@ -179,14 +192,14 @@ def test_strided_inputs_and_frozen_params(backend, device):
     h, w, y, g_lp, g_h = _inputs(13, 24, 300, seed=15, n_ignored=1, device=device)
     hc, wc = h.T.contiguous().T, w.T.contiguous().T  # same values, strides (1, M) and (1, V)
     assert hc.stride() == (1, 13) and wc.stride() == (1, 300)
-    got = _run(lambda a, b, t: logprobs_entropy(a, b, t.int(), backend=backend),
+    got = _run(lambda a, b, t: logprobs_entropy(a, b, t.int(), backend=_api(backend)),
                hc, wc, y, g_lp, g_h)
     want = _ref(h, w, y, g_lp, g_h)
     _check_fp32(got, want, "strided")
     for frozen in ("hidden", "weight"):
         a = h.clone().requires_grad_(frozen != "hidden")
         b = w.clone().requires_grad_(frozen != "weight")
-        lp, ent = logprobs_entropy(a, b, y, backend=backend)
+        lp, ent = logprobs_entropy(a, b, y, backend=_api(backend))
         (lp * g_lp + ent * g_h).sum().backward()
         assert (a.grad is None) == (frozen == "hidden") and (b.grad is None) == (frozen == "weight")
         _close(b.grad if a.grad is None else a.grad, want[3] if a.grad is None else want[2], 1e-5,
@@ -209,7 +222,7 @@ def test_tied_weights(backend, device):
         return (lp + 0.3 * ent).sum()
 
     E = emb.clone().requires_grad_()
-    loss_of(lambda h, w, y: logprobs_entropy(h, w, y, temperature=0.6, backend=backend), E) \
+    loss_of(lambda h, w, y: logprobs_entropy(h, w, y, temperature=0.6, backend=_api(backend)), E) \
         .backward()
     E64 = emb.double().requires_grad_()
     mix = mix.double()
@@ -228,7 +241,7 @@ def test_from_logits_shifted_view(backend, need_entropy, device):
     logits, targets = base[:, :-1], ids[:, 1:]  # shifted by one: no copy
     assert _rows3d(logits).data_ptr() == logits.data_ptr() and not logits.is_contiguous()
     lp, ent = logprobs_entropy_from_logits(logits, targets, temperature=0.6,
-                                           need_entropy=need_entropy, backend=backend)
+                                           need_entropy=need_entropy, backend=_api(backend))
     assert lp.shape == (B, L) and ent.shape == ((B, L) if need_entropy else (0,))
     gl, gh = torch.randn(B, L, generator=g).to(device), torch.randn(B, L, generator=g).to(device)
     loss = (lp * gl).sum() + ((ent * gh).sum() if need_entropy else 0)
@@ -252,7 +265,7 @@ def test_from_logits_fp16_and_peaked(backend, device):
     z[3] -= 400.0  # one row all strongly negative
     zh, y = z.half().to(device), y.to(device)
     want = reference.logprobs_entropy_from_logits(zh.double(), y)
-    got = logprobs_entropy_from_logits(zh, y, backend=backend)
+    got = logprobs_entropy_from_logits(zh, y, backend=_api(backend))
     for a, b in zip(got, want):  # fp16 inputs are exact in fp32: an fp32 tolerance applies
         assert (a.double() - b).abs().max() <= 1e-5 * max(b.abs().max(), 1) + 1e-6
 
@@ -269,22 +282,22 @@ def test_batch_invariance(backend, device):
     position in its tile while M, the other rows, the splits and the backward slabs all change
     (a row at position 0 runs alone). test_gpu_hidden_path checks any position on hardware."""
     h, w, y, g_lp, g_h = _inputs(37, 40, 1000, seed=10, n_ignored=3, device=device)
-    full = _run(logprobs_entropy, h, w, y, g_lp, g_h, temperature=0.6, backend=backend)
+    full = _run(logprobs_entropy, h, w, y, g_lp, g_h, temperature=0.6, backend=_api(backend))
     tile = 32 if backend == "triton" and device.type == "cpu" else 1
     other = _inputs(40, 40, 1000, seed=99, device=device)
     for i in (0, 21, 32, 36):
         pos = i % tile  # the row's place in the small batch
         sub = [torch.cat([o[:pos], t[i:i + 1]]) for o, t in zip(other, (h, w, y, g_lp, g_h))]
         sub[1] = w
-        one = _run(logprobs_entropy, *sub, temperature=0.6, backend=backend)
+        one = _run(logprobs_entropy, *sub, temperature=0.6, backend=_api(backend))
         for a, b in zip(one[:3], full[:3]):
             assert torch.equal(a[pos], b[i]), f"row {i} differs alone vs in the batch"
-    again = _run(logprobs_entropy, h, w, y, g_lp, g_h, temperature=0.6, backend=backend)
+    again = _run(logprobs_entropy, h, w, y, g_lp, g_h, temperature=0.6, backend=_api(backend))
     for a, b in zip(again, full):
         assert torch.equal(a, b)  # run to run, dW included
     z = h @ w.T  # the logits path: one program (or padded block) per row
-    zf = logprobs_entropy_from_logits(z, y, backend=backend)
-    z1 = logprobs_entropy_from_logits(z[21:22], y[21:22], backend=backend)
+    zf = logprobs_entropy_from_logits(z, y, backend=_api(backend))
+    z1 = logprobs_entropy_from_logits(z[21:22], y[21:22], backend=_api(backend))
     assert torch.equal(zf[0][21:22], z1[0]) and torch.equal(zf[1][21:22], z1[1])
 
 
@@ -293,6 +306,7 @@ def test_batch_invariance(backend, device):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_opcheck(backend, device):
+    backend = _api(backend)
     h, w, y, g_lp, g_h = _inputs(9, 16, 150, seed=11, n_ignored=2, device=device)
     hg, wg = h.clone().requires_grad_(), w.clone().requires_grad_()
     torch.library.opcheck(_lpe, (hg, wg, y, 0.6, True, -100, backend))
@@ -316,9 +330,9 @@ def test_torch_compile_fullgraph(backend, compiler, device):
     h, w, y, g_lp, g_h = _inputs(21, 16, 300, seed=12, n_ignored=2, device=device)
 
     def step(h, w, y):
-        lp, ent = logprobs_entropy(h, w, y, temperature=0.6, backend=backend)
+        lp, ent = logprobs_entropy(h, w, y, temperature=0.6, backend=_api(backend))
         lz, ez = logprobs_entropy_from_logits((h @ w.T)[None], y[None], need_entropy=False,
-                                              backend=backend)
+                                              backend=_api(backend))
         return (lp * g_lp).sum() + (ent * g_h).sum() + lz.sum(), lp, ent
 
     compiled = torch.compile(step, fullgraph=True, backend=compiler)
@@ -331,6 +345,49 @@ def test_torch_compile_fullgraph(backend, compiler, device):
     assert torch.equal(lp, lp_e) and torch.equal(ent, ent_e)
     torch.testing.assert_close(hc.grad, he.grad, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(wc.grad, we.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_cpp_row_passes_match_torch_ops(monkeypatch):
+    """The C++ row passes (fp32 CPU chunks) against the torch row ops they replace: several vocab
+    chunks (V = 5000: a 4096 chunk and a 904 one, not a multiple of 8), a partial row block,
+    ignored rows, a peaked row, an all-negative row, T = 0.6, entropy on and off; and they do run."""
+    h, w, y, g_lp, g_h = _inputs(300, 24, 5000, seed=21, n_ignored=7)
+    h[3] = 15 * w[y[3]] / w[y[3]].norm()            # peaked
+    h[4, 0], w[:, 0] = 1.0, w[:, 0] - 300.0         # every logit of row 4 about -300 / T
+    calls, real = {"online": 0, "dlogits": 0}, logprobs_chunked._C
+    assert real is not None and hasattr(real, "lpe_online_cpu"), "the extension lacks the passes"
+
+    class Counting:  # the extension, with its two entry points counted
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def lpe_online_cpu(self, *a):
+            calls["online"] += 1
+            return real.lpe_online_cpu(*a)
+
+        def lpe_dlogits_cpu(self, *a):
+            calls["dlogits"] += 1
+            return real.lpe_dlogits_cpu(*a)
+
+    for need_entropy in (True, False):
+        with monkeypatch.context() as m:
+            m.setattr(logprobs_chunked, "_C", Counting())
+            fast = _run(logprobs_entropy, h, w, y, g_lp, g_h, temperature=0.6,
+                        need_entropy=need_entropy, backend="torch")
+        with monkeypatch.context() as m:
+            m.setattr(logprobs_chunked, "USE_CPP", False)
+            ops = _run(logprobs_entropy, h, w, y, g_lp, g_h, temperature=0.6,
+                       need_entropy=need_entropy, backend="torch")
+        want = _ref(h, w, y, g_lp, g_h, 0.6, need_entropy=need_entropy)
+        for name, a, b, r in zip(("logp", "entropy", "dhidden", "dweight"), fast, ops, want):
+            # no worse than the torch ops vs float64 (the -300 column makes dX a cancelling sum)
+            err_fast, err_ops = ((t.double() - r).abs().max().item() if r.numel() else 0.0
+                                 for t in (a, b))
+            assert err_fast <= 2 * err_ops + 1e-6, f"{name}: {err_fast:.3g} vs {err_ops:.3g}"
+    assert calls["online"] == 2 * 2 * 3 and calls["dlogits"] == 2 * 2 * 3  # chunks x row blocks
+    # a target outside [0, V) gives NaN on the C++ path too
+    lp, _ = logprobs_entropy(h[:3], w, torch.tensor([1, 5000, -3]), backend="torch")
+    assert torch.isfinite(lp[0]) and lp[1:].isnan().all()
 
 
 def test_gradcheck_float64(device):

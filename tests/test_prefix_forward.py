@@ -105,3 +105,37 @@ def test_layout_falls_back_when_nothing_is_shared():
     assert shared.positions.tolist() == [0, 1, 2, 0, 3, 1, 2]
     assert shared.src.tolist() == [2, 4, 2, 3, 5, 6]                     # pack's target order
     assert [b.prompt_len for b in shared.buckets] == [1, 3]
+
+
+def test_micro_batches_count_a_shared_prompt_once(monkeypatch):
+    from onerl import batching
+    # 1-shot shape: one 50-token prompt, responses of 10..19 tokens
+    prompts = [[7] * 50] * 40
+    lengths = [50 + 10 + i % 10 for i in range(40)]
+    plain = batching.micro_batches(lengths, 300)
+    shared = batching.micro_batches(lengths, 300, prompts)
+    computed = lambda g: 50 + sum(lengths[i] - 50 for i in g)  # noqa: E731  (prompt once)
+    for groups, cost in ((plain, lambda g: sum(lengths[i] for i in g)), (shared, computed)):
+        assert [i for g in groups for i in g] == list(range(40))   # every sequence, in order
+        assert all(cost(g) <= 300 for g in groups)
+        assert all(cost(g + [g[-1] + 1]) > 300 for g in groups[:-1])   # filled greedily
+    assert len(plain) == 10 and len(shared) == 3
+    # two prompts interleaved: each counted once per group (35 + 55, then 5 per sequence)
+    two = [[1] * 50 if i % 2 else [2] * 30 for i in range(10)]
+    assert batching.micro_batches([len(p) + 5 for p in two], 120, two) == [
+        list(range(8)), [8, 9]]
+    # a sequence longer than the budget still gets a group; the sharing switch turns it off
+    assert batching.micro_batches([500, 10], 300, [[1], [1]]) == [[0], [1]]
+    monkeypatch.setattr(batching, "SHARE_PREFIX", False)
+    assert batching.micro_batches(lengths, 300, prompts) == plain
+
+
+def test_even_out_gives_every_rank_the_same_count():
+    from onerl.batching import even_out
+    groups = [[0, 1, 2, 3], [4], [5, 6]]
+    assert even_out(groups, 3) == [(g, True) for g in groups]
+    four = even_out(groups, 4)   # the largest group split in halves, order kept
+    assert four == [([0, 1], True), ([2, 3], True), ([4], True), ([5, 6], True)]
+    seven = even_out(groups, 9)  # split down to single sequences, then repeated passes
+    assert [g for g, real in seven if real] == [[i] for i in range(7)]
+    assert seven[7:] == [([6], False)] * 2

@@ -2,7 +2,6 @@
 import itertools
 import json
 import os
-import random
 import re
 from collections import Counter, defaultdict
 

@@ -15,6 +15,7 @@ from onerl import models
 from onerl.config import build
 from onerl.toy.tokenizer import save_tokenizer
 from onerl.trainer import Trainer
+from onerl_kernels import logprobs_chunked as chunked
 
 TIME_KEYS = ("time/", "tokens_per_s")
 
@@ -47,16 +48,23 @@ def overrides(tiny, out, **extra):
     return [f"{k}={v}" for k, v in kv.items()]
 
 
-def test_loss_path_equals_plain_torch_recipe(tiny, tmp_path):
-    """recipe.md §2 in plain torch: token-mean of -A*ratio + 0.001*k3 - 0.001*H at logits/0.6,
+@pytest.mark.parametrize("entropy_coef,shared", [(0.001, False), (0.0, True)])
+def test_loss_path_equals_plain_torch_recipe(tiny, tmp_path, monkeypatch, entropy_coef,
+                                             shared):
+    """recipe.md §2 in plain torch: token-mean of -A*ratio + 0.001*k3 - c*H at logits/0.6,
     computed with transformers' Qwen2 on unpacked sequences; the trainer packs sequences into
-    several token-budget micro-batches and uses the fused kernels."""
+    several token-budget micro-batches and uses the fused kernels. shared: all sequences have
+    one prompt (the 1-shot case: shared-prompt forward, micro-batches counting it once) and
+    c = 0 (the entropy is then a metric only, left out of the backward)."""
     from transformers import AutoModelForCausalLM
 
-    cfg = build("toy", None, overrides(tiny, tmp_path, **{"algo.entropy_coef": 0.001}))
+    cfg = build("toy", None, overrides(tiny, tmp_path, **{"algo.entropy_coef": entropy_coef,
+                                                          "trainer.micro_batch_tokens": 24}))
     tr = Trainer(cfg)
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(3, 30, (n,), generator=g).tolist() for n in (5, 9, 7, 5)]
+    if shared:
+        prompts = [prompts[1]] * 4
     responses = [torch.randint(3, 30, (n,), generator=g).tolist() for n in (6, 3, 11, 1)]
     adv = torch.tensor([1.5, -0.5, 0.25, -1.0])
     with torch.no_grad():  # make the reference differ from the actor so the KL term matters
@@ -65,7 +73,13 @@ def test_loss_path_equals_plain_torch_recipe(tiny, tmp_path):
     ref = tr._frozen_logprobs(tr.ref, prompts, responses)
     tr.opt.zero_grad()
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
+    seen = []   # the entropy gradient each logprobs backward receives
+    real_bwd = chunked.hidden_backward
+    monkeypatch.setattr(chunked, "hidden_backward",
+                        lambda g_lp, g_ent, *a: seen.append(g_ent) or real_bwd(g_lp, g_ent, *a))
     sums = tr.backward(list(range(4)), prompts, responses, adv, None, ref, lengths)
+    assert len(seen) == 2   # micro-batches of <= 24 tokens (shared: 4 if the prompt counted 4x)
+    assert all((g is None) == (entropy_coef == 0) for g in seen)
     got = tr.actor.embed_tokens.weight.grad.clone()
 
     hf = AutoModelForCausalLM.from_pretrained(str(tiny[0]), dtype=torch.float32)
@@ -87,7 +101,7 @@ def test_loss_path_equals_plain_torch_recipe(tiny, tmp_path):
         ratio = torch.exp(lp - lp.detach())
         pg = torch.maximum(-a * ratio, -a * ratio.clamp(0.8, 1.2))
         k3 = (torch.exp(rlp - lp) - (rlp - lp) - 1).clamp(-10, 10)
-        terms.append(pg + 0.001 * k3 - 0.001 * ent)
+        terms.append(pg + 0.001 * k3 - entropy_coef * ent)
     loss = torch.cat(terms).mean()
     loss.backward()
     want = hf.model.embed_tokens.weight.grad

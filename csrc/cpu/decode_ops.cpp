@@ -16,11 +16,9 @@
 #include <cstring>
 #include <string>
 
+#include "cpu/rows.h"
 #include "sample.h"  // exp_vec
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace py = pybind11;
 
@@ -78,22 +76,6 @@ ONERL_CLONES void silu_rows(const float* gu, float* out, int64_t r0, int64_t r1,
   }
 }
 
-// Runs f(r0, r1) over [0, rows) in row ranges: one range per thread when work is large.
-template <typename F>
-void for_rows(int64_t rows, int64_t row_elems, F f) {
-#ifdef _OPENMP
-  if (rows > 1 && rows * row_elems >= kParallelElems) {
-#pragma omp parallel
-    {
-      const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-      const int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
-      if (r0 < r1) f(r0, r1);
-    }
-    return;
-  }
-#endif
-  f(0, rows);
-}
 
 }  // namespace
 
@@ -103,7 +85,7 @@ void rms_norm_cpu(std::uintptr_t x, int64_t x_stride, std::uintptr_t residual,
   float* rp = residual ? as_ptr<float>(residual) : nullptr;
   const float* wp = as_ptr<const float>(weight);
   float* op = as_ptr<float>(out);
-  for_rows(rows, n, [&](int64_t r0, int64_t r1) {
+  for_rows(rows, n, kParallelElems, [&](int64_t r0, int64_t r1) {
     rms_rows(xp, rp, wp, op, r0, r1, n, x_stride, static_cast<float>(eps));
   });
 }
@@ -131,7 +113,8 @@ void rope_write_kv_cpu(std::uintptr_t qkv, int64_t stride, std::uintptr_t cos, s
   const int64_t row_elems = kv_heads * head_dim;
   float* kc = as_ptr<float>(k_cache);
   float* vc = as_ptr<float>(v_cache);
-  for_rows(rows, (q_heads + 2 * kv_heads) * head_dim, [&](int64_t r0, int64_t r1) {
+  const int64_t qkv_elems = (q_heads + 2 * kv_heads) * head_dim;
+  for_rows(rows, qkv_elems, kParallelElems, [&](int64_t r0, int64_t r1) {
     rope_rows(base, stride, c, s, pos, r0, r1, q_heads + kv_heads, head_dim);
     if (slot == nullptr) return;
     for (int64_t r = r0; r < r1; ++r) {
@@ -147,7 +130,8 @@ void silu_mul_cpu(std::uintptr_t gate_up, int64_t stride, std::uintptr_t out, in
                   int64_t n) {
   const float* g = as_ptr<const float>(gate_up);
   float* o = as_ptr<float>(out);
-  for_rows(rows, n, [&](int64_t r0, int64_t r1) { silu_rows(g, o, r0, r1, n, stride); });
+  for_rows(rows, n, kParallelElems,
+           [&](int64_t r0, int64_t r1) { silu_rows(g, o, r0, r1, n, stride); });
 }
 
 }  // namespace onerl
