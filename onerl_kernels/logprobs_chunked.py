@@ -30,7 +30,7 @@ import torch
 
 from ._backend import _C
 
-_ROWS = 128
+_ROWS = 256
 _COLS = 4096
 # Exponents are clamped from below at log(smallest normal) (+ a margin): on x86 CPUs exp is 10-30x
 # slower when its result is subnormal, which is where logits far below the row's maximum land
