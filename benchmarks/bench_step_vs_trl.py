@@ -40,6 +40,10 @@ TRL's from wrappers around its methods (rollout = transformers' generate, reward
 function, ref+prep = the reference forward and bookkeeping in _generate_and_score_completions,
 train = the rest of the step: policy forward, backward, clip, AdamW).
 
+Matmul work: the GFLOP of each side's step (``gemm_work``: onerl runs the shared prompt once,
+TRL once per sequence) and this machine's F.linear rate at the step's shapes, measured after the
+steps, give each side's pure-matmul time: how much of a step is matmul and how much is not.
+
 Loss check: 4 different prompts x 8 fixed responses (lengths 16-64, random ordinary tokens),
 fixed 0/1 rewards (one group all equal), a policy that differs from the reference by a small
 perturbation. TRL runs its own pipeline on that batch (``_generate_and_score_completions`` with
@@ -386,6 +390,49 @@ def loss_check(tr, trainer, world: dict) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------- GEMM work
+
+
+def gemm_work(prompt_len: int) -> dict:
+    """Matmul GFLOP one step needs on each side (attention scores left out: < 2 % here).
+
+    Per token the decoder body costs 2 * body and the LM head 2 * V * H. onerl: the prompt is
+    prefilled once and the 1-shot rows run it once per micro-batch (shared-prompt forward);
+    logits only where a token is predicted. TRL: every sequence carries its prompt through
+    generate's prefill, the reference forward and the policy forward (logits of the completion
+    only). Backward = 2 x forward on both sides."""
+    H, I, L, V = (SHAPE[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                     "vocab_size"))
+    D = H // SHAPE["num_attention_heads"]
+    body = L * (H * D * (SHAPE["num_attention_heads"] * 2 + 2 * SHAPE["num_key_value_heads"])
+                + 3 * H * I)
+    n, resp, head = PROMPTS * G, NEW_TOKENS, V * H
+    decode = n * (resp - 1) * (body + head)          # tokens 2..R of every response
+    onerl_fwd = (prompt_len + n * (resp - 1)) * body + n * resp * head
+    trl_fwd = n * (prompt_len + resp - 1) * body + n * resp * head
+    return {"onerl": 2e-9 * (prompt_len * body + n * head + decode + 4 * onerl_fwd),
+            "trl": 2e-9 * (n * prompt_len * body + n * head + decode + 4 * trl_fwd)}
+
+
+def gemm_rate(reps: int = 3, rounds: int = 3) -> float:
+    """GFLOP/s of F.linear at the step's large shapes on this machine, now (fp32; the best of
+    ``rounds`` rounds: the rate the matmuls can reach here)."""
+    rows = PROMPTS * G * NEW_TOKENS
+    shapes = [(SHAPE["hidden_size"], 2 * SHAPE["intermediate_size"]),
+              (SHAPE["intermediate_size"], SHAPE["hidden_size"]),
+              (SHAPE["hidden_size"], SHAPE["vocab_size"])]
+    pairs = [(torch.randn(rows, k), torch.randn(m, k)) for k, m in shapes]
+    flop = 2.0 * reps * rows * sum(k * m for k, m in shapes)
+    best = 0.0
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for x, w in pairs:
+            for _ in range(reps):
+                torch.nn.functional.linear(x, w)
+        best = max(best, flop / (time.perf_counter() - t) / 1e9)
+    return best
+
+
 # ---------------------------------------------------------------------------------- main
 
 
@@ -479,6 +526,15 @@ def main() -> None:
               f"{res['speedup_paired_median']:.2f}x; rollout {res['rollout_speedup_vs_trl']:.2f}x, "
               f"ref + train {res['train_speedup_vs_trl']:.2f}x), "
               f"{res['cpu_speedup_vs_trl']:.2f}x in process CPU time")
+    if "prompt_tokens" in res:
+        work, rate = gemm_work(res["prompt_tokens"]), gemm_rate()
+        res.update(onerl_gemm_gflop=work["onerl"], trl_gemm_gflop=work["trl"],
+                   gemm_gflops=rate)
+        line = [f"{name} {work[key]:.0f} GFLOP = {work[key] / rate:.2f} s at that rate"
+                + (f" ({100 * work[key] / rate / sides[name]['step_s']:.0f} % of its step)"
+                   if name in sides else "") for name, key in (("onerl", "onerl"), ("TRL", "trl"))]
+        print(f"\nmatmul work per step (F.linear here, best of 3: {rate:.0f} GFLOP/s): "
+              + "; ".join(line))
     if check is not None:
         res.update(check)
         c = check
