@@ -10,6 +10,7 @@ void register_sample(py::module_& m);
 void register_paged_attention(py::module_& m);
 void register_decode_ops(py::module_& m);
 void register_logprobs_ops(py::module_& m);
+void register_train_ops(py::module_& m);
 
 #ifndef ONERL_CUDA_ARCHS_STR
 #define ONERL_CUDA_ARCHS_STR ""
@@ -35,4 +36,5 @@ PYBIND11_MODULE(_C, m) {
   register_paged_attention(m);
   register_decode_ops(m);
   register_logprobs_ops(m);
+  register_train_ops(m);
 }

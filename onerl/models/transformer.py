@@ -28,6 +28,8 @@ from torch.utils.checkpoint import checkpoint
 
 from onerl_kernels import paged_attention, write_kv
 
+from . import fused_grad
+
 try:  # flash-attn is optional; used for the packed forward on CUDA when installed
     from flash_attn import flash_attn_varlen_func
 except ImportError:  # pragma: no cover - not installed on the development machines
@@ -186,6 +188,8 @@ class RMSNorm(nn.Module):
         self.weight, self.eps = nn.Parameter(torch.ones(n)), eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fused_grad.applies(x, self.weight):   # CPU fp32: one C++ pass per row, both ways
+            return fused_grad.rms_norm(x, self.weight, self.eps)
         h = x.to(torch.promote_types(x.dtype, torch.float32))   # fp32 math (fp64 stays fp64)
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(x.dtype)
@@ -274,7 +278,10 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x):
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        gu = self.gate_up_proj(x)
+        if fused_grad.applies(gu):
+            return self.down_proj(fused_grad.silu_mul(gu))
+        gate, up = gu.chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
 

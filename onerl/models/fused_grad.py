@@ -1,0 +1,88 @@
+"""RMSNorm and SiLU(gate) * up as fused fp32 CPU row ops with their own backward: what the
+training (and reference) forward runs on a CPU in place of the torch ops.
+
+    rms_norm(x, w, eps)  = w * x / sqrt(mean(x^2) + eps)       x [R, n], w [n]
+    silu_mul(gu)         = silu(gu[:, :n]) * gu[:, n:]         gu [R, 2n] (the fused gate_up)
+
+Forward: the engine's C++ row ops (``rms_norm_cpu``, ``silu_mul_cpu``); backward:
+``rms_norm_bwd_cpu`` and ``silu_mul_bwd_cpu`` (csrc/cpu/train_ops.cpp, the math there). Each
+replaces eight to twelve torch ops and their [R, n] temporaries by one pass over the rows;
+results equal the torch ops to float rounding (tests/test_fused_forward.py). ``applies(t)`` says
+whether a tensor takes this path: CPU, fp32, the ops built, plain (not sharded) parameters,
+not under ``torch.compile``. Everything else (CUDA, bf16, fp64) keeps the torch ops.
+"""
+from __future__ import annotations
+
+import torch
+
+from onerl_kernels._backend import _C
+
+_OPS = ("rms_norm_cpu", "silu_mul_cpu", "rms_norm_bwd_cpu", "silu_mul_bwd_cpu")
+ENABLED = _C is not None and all(hasattr(_C, op) for op in _OPS)
+
+
+def _alloc(*shape: int) -> torch.Tensor:
+    """Every output buffer allocated here (fp32, CPU; tests patch it to poison buffers)."""
+    return torch.empty(*shape, dtype=torch.float32)
+
+
+def applies(*tensors: torch.Tensor) -> bool:
+    return (ENABLED and not torch.compiler.is_compiling()
+            and all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu"
+                    and t.dtype == torch.float32 for t in tensors))
+
+
+class _RMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).contiguous()
+        w = w.contiguous()
+        out = _alloc(*x2.shape)
+        _C.rms_norm_cpu(x2.data_ptr(), x2.stride(0), 0, w.data_ptr(), out.data_ptr(),
+                        x2.shape[0], x2.shape[1], eps)
+        ctx.save_for_backward(x2, w)
+        ctx.eps, ctx.shape = eps, shape
+        return out.view(shape)
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        x2, w = ctx.saved_tensors
+        dy2 = dy.reshape(x2.shape).contiguous()
+        dx, dw = _alloc(*x2.shape), _alloc(*w.shape)
+        _C.rms_norm_bwd_cpu(x2.data_ptr(), w.data_ptr(), dy2.data_ptr(), dx.data_ptr(),
+                            dw.data_ptr(), x2.shape[0], x2.shape[1], ctx.eps)
+        return dx.view(ctx.shape), dw, None
+
+
+class _SiluMul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gu: torch.Tensor) -> torch.Tensor:
+        shape, n = gu.shape, gu.shape[-1] // 2
+        g2 = gu.reshape(-1, 2 * n).contiguous()
+        out = _alloc(g2.shape[0], n)
+        _C.silu_mul_cpu(g2.data_ptr(), g2.stride(0), out.data_ptr(), g2.shape[0], n)
+        ctx.save_for_backward(g2)
+        ctx.shape = shape
+        return out.view(*shape[:-1], n)
+
+    @staticmethod
+    def backward(ctx, dout: torch.Tensor):
+        (g2,) = ctx.saved_tensors
+        n = g2.shape[1] // 2
+        d2 = dout.reshape(-1, n).contiguous()
+        dgu = _alloc(*g2.shape)
+        _C.silu_mul_bwd_cpu(g2.data_ptr(), d2.data_ptr(), dgu.data_ptr(), g2.shape[0], n)
+        return dgu.view(ctx.shape)
+
+
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """w * x / sqrt(mean(x^2, -1) + eps) over x's last dimension (check ``applies`` first)."""
+    return _RMSNorm.apply(x, w, float(eps))
+
+
+def silu_mul(gu: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up of gu = [gate | up] along the last dimension (check ``applies`` first)."""
+    if gu.shape[-1] % 2:
+        raise ValueError(f"silu_mul: the last dimension ({gu.shape[-1]}) must be even")
+    return _SiluMul.apply(gu)
