@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from . import benchmarks as B
+from .templates import decode_responses
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -172,7 +173,7 @@ def run_benchmark(slot: ModelSlot, tokenizer, template: str, stops: list[int], n
     done = slot.engine.generate(prompts, n=protocol.n, max_new_tokens=protocol.max_tokens,
                                 temperature=protocol.temperature, top_p=protocol.top_p,
                                 stop_token_ids=stops, seed=seed, use_tqdm=progress)
-    texts = [tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in done]
+    texts = decode_responses(tokenizer, [c.token_ids for c in done])
     golds = [rows[c.prompt_index].answer for c in done]
     verdicts = verifier.score_batch(texts, golds, "eval")
     pat = B.reflection_regex(words)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from .benchmarks import REFLECTION_WORDS  # the paper's self-reflection words
 from .reward import Verifier, format_reward
+from .templates import decode_responses
 
 REFLECTION = re.compile(r"\b(" + "|".join(REFLECTION_WORDS) + ")", re.IGNORECASE)
 
@@ -30,7 +31,7 @@ def evaluate(engine, tokenizer, rows, make_prompt, max_new_tokens: int, stop_ids
     prompts = [make_prompt(r) for r in rows]
     done = engine.generate(prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
                            stop_token_ids=stop_ids, seed=seed, use_tqdm=False)
-    texts = [tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in done]
+    texts = decode_responses(tokenizer, [c.token_ids for c in done])
     golds = [rows[c.prompt_index].answer for c in done]
     own = verifier is None
     verifier = verifier or Verifier(workers=2)

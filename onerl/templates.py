@@ -80,3 +80,27 @@ def prompt_ids(tokenizer, question: str, template: str) -> list[int]:
     if template == "chat":
         return chat_prompt(tokenizer, question)
     return list(tokenizer.encode(prompt_text(question, template), add_special_tokens=False))
+
+
+THINK_TAGS = ("<think>", "</think>")
+
+
+def decode_responses(tokenizer, responses: list[list[int]]) -> list[str]:
+    """Response token ids -> text without special tokens (EOS, turn markers), except that the
+    reasoning tags ``<think>`` / ``</think>`` are kept even where a tokenizer marks them special:
+    the reward of reasoning models reads what follows the last ``</think>``."""
+    vocab = tokenizer.get_vocab()
+    keep = {vocab[t]: t for t in THINK_TAGS   # the tags that skip_special_tokens would drop
+            if t in vocab and tokenizer.decode([vocab[t]], skip_special_tokens=True) == ""}
+    if not keep:
+        return [tokenizer.decode(r, skip_special_tokens=True) for r in responses]
+    out = []
+    for ids in responses:
+        parts, start = [], 0
+        for i, t in enumerate(ids):
+            if t in keep:
+                parts += [tokenizer.decode(ids[start:i], skip_special_tokens=True), keep[t]]
+                start = i + 1
+        parts.append(tokenizer.decode(ids[start:], skip_special_tokens=True))
+        out.append("".join(parts))
+    return out

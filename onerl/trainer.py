@@ -28,7 +28,7 @@ from .history import AccuracyHistory, tally
 from .evaluate import evaluate
 from .metrics import MetricsLogger
 from .rewarding import Rewarder
-from .templates import prompt_ids, resolve_template
+from .templates import decode_responses, prompt_ids, resolve_template
 
 
 def resolve_model_path(path: str) -> str:
@@ -272,7 +272,7 @@ class Trainer:
         t0 = time.perf_counter()
         prompts, done, golds, row_of = self.rollout(step)
         t1 = time.perf_counter()
-        texts = [self.tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in done]
+        texts = decode_responses(self.tokenizer, [c.token_ids for c in done])
         rewards, reward_stats = self.rewarder(texts, golds)
         if self.history is not None:   # per-example accuracy per epoch, for `onerl select`
             self.history.add(step, self.dist.sum(tally(row_of, rewards, len(self.rows))))

@@ -14,7 +14,7 @@ from onerl.plan import KNOWN_MODELS, check_fits, format_plan, make_plan, param_c
 from onerl.recipes import RECIPES, describe, recipe_config
 from onerl.recipes_paper import ABLATIONS, PAPER_RECIPES, REPRODUCES
 from onerl.rewarding import Rewarder, response_after_think
-from onerl.templates import prompt_ids, prompt_text, resolve_template
+from onerl.templates import decode_responses, prompt_ids, prompt_text, resolve_template
 from onerl.toy.tokenizer import byte_symbols
 
 ISSUE_NAMES = ("pi1-qwen2.5-math-1.5b", "pi1-qwen2.5-math-1.5b-ppo", "pi1-qwen2.5-math-7b",
@@ -152,6 +152,13 @@ def test_r1_distill_prompt_and_reward_after_think():
     r, _ = rw(["think \\boxed{4}</think> The answer is \\boxed{5}.", "\\boxed{5} unfinished",
                "</think> no box here \\boxed"], ["5"] * 3)
     assert r.tolist() == [1.0, 0.0, 0.0]
+    # the think tags survive decoding even though this tokenizer marks them special (EOS not)
+    ids = tok.encode("<think>x \\boxed{4}</think> so \\boxed{5}<｜end▁of▁sentence｜>",
+                     add_special_tokens=False)
+    assert "</think>" not in tok.decode(ids, skip_special_tokens=True)   # the case is real
+    text, plain = decode_responses(tok, [ids, ids[1:3]])
+    assert text == "<think>x \\boxed{4}</think> so \\boxed{5}"
+    assert plain == tok.decode(ids[1:3]) and rw([text], ["5"])[0].tolist() == [1.0]
 
 
 # ----------------------------------------------------------------------------- plan
