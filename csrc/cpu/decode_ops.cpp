@@ -19,7 +19,6 @@
 #include "cpu/rows.h"
 #include "sample.h"  // exp_vec
 
-
 namespace py = pybind11;
 
 namespace onerl {
@@ -75,7 +74,6 @@ ONERL_CLONES void silu_rows(const float* gu, float* out, int64_t r0, int64_t r1,
     for (int64_t i = 0; i < n; ++i) o[i] = g[i] / (1.0f + exp_vec(-g[i])) * u[i];
   }
 }
-
 
 }  // namespace
 

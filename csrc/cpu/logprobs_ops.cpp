@@ -23,7 +23,6 @@
 #include "cpu/rows.h"
 #include "sample.h"  // exp_vec
 
-
 namespace py = pybind11;
 
 namespace onerl {
@@ -123,7 +122,6 @@ ONERL_CLONES void dlogits_rows(const Dlogits& P, int64_t r0, int64_t r1) {
     }
   }
 }
-
 
 }  // namespace
 
