@@ -37,14 +37,8 @@ ONERL_CLONES void rms_rows(const float* x, float* res, const float* w, float* ou
       for (int64_t i = 0; i < n; ++i) rr[i] += xr[i];
       s = rr;
     }
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int u = 0; u < 8; ++u) acc[u] += s[i + u] * s[i + u];
-    float ss = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; ++i) ss += s[i] * s[i];
-    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
-    for (i = 0; i < n; ++i) o[i] = w[i] * (s[i] * inv);
+    const float inv = 1.0f / std::sqrt(sum_squares(s, n) / static_cast<float>(n) + eps);
+    for (int64_t i = 0; i < n; ++i) o[i] = w[i] * (s[i] * inv);
   }
 }
 

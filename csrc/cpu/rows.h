@@ -1,4 +1,5 @@
-// Row-parallel driver of the CPU row ops (decode_ops.cpp, logprobs_ops.cpp).
+// Shared pieces of the CPU row ops (decode_ops.cpp, logprobs_ops.cpp, train_ops.cpp): the
+// row-parallel driver and a fixed-order reduction.
 #pragma once
 #include <cstdint>
 
@@ -7,6 +8,18 @@
 #endif
 
 namespace onerl {
+
+// sum of x[i]^2 with eight fixed partial sums (vectorises without reassociation; the same order
+// wherever it is used, so e.g. RMSNorm's backward recomputes the forward's scale bitwise).
+__attribute__((always_inline)) inline float sum_squares(const float* __restrict x, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int u = 0; u < 8; ++u) acc[u] += x[i + u] * x[i + u];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += x[i] * x[i];
+  return s;
+}
 
 // Runs f(r0, r1) over [0, rows) in contiguous row ranges: one range per OpenMP thread when
 // rows * row_elems reaches min_elems (enough work to pay for waking the threads), else one call.

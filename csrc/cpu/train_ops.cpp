@@ -7,7 +7,7 @@
 //   silu_mul_bwd_cpu:  gu [R, 2n] = [gate | up], dout [R, n]; s = sigmoid(gate):
 //                      dgate = dout up s (1 + gate (1 - s)),   dup = dout gate s   -> dgu [R, 2n]
 //
-// r is recomputed with the forward's exact order of operations (rms_rows), so it is bitwise the
+// r is recomputed with the forward's reduction (rows.h sum_squares), so it is bitwise the
 // forward's. dw sums fixed 64-row chunks, then the chunks in order: the result does not depend
 // on the thread count. fp32, contiguous rows (the Python side checks).
 #include <pybind11/pybind11.h>
@@ -34,15 +34,10 @@ ONERL_CLONES void rms_bwd_rows(const float* x, const float* w, const float* dy, 
     const float* __restrict xr = x + r * n;
     const float* __restrict dyr = dy + r * n;
     float* __restrict dxr = dx + r * n;
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const float inv = 1.0f / std::sqrt(sum_squares(xr, n) / static_cast<float>(n) + eps);
+    float dot[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-      for (int u = 0; u < 8; ++u) acc[u] += xr[i + u] * xr[i + u];
-    float ss = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; ++i) ss += xr[i] * xr[i];
-    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
-    float dot[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (i = 0; i + 8 <= n; i += 8)
       for (int u = 0; u < 8; ++u) dot[u] += dyr[i + u] * w[i + u] * (xr[i + u] * inv);
     float c = ((dot[0] + dot[1]) + (dot[2] + dot[3])) + ((dot[4] + dot[5]) + (dot[6] + dot[7]));
     for (; i < n; ++i) c += dyr[i] * w[i] * (xr[i] * inv);
