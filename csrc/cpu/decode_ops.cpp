@@ -37,7 +37,7 @@ ONERL_CLONES void rms_rows(const float* x, float* res, const float* w, float* ou
       for (int64_t i = 0; i < n; ++i) rr[i] += xr[i];
       s = rr;
     }
-    const float inv = 1.0f / std::sqrt(sum_squares(s, n) / static_cast<float>(n) + eps);
+    const float inv = 1.0f / std::sqrt(dot(s, s, n) / static_cast<float>(n) + eps);
     for (int64_t i = 0; i < n; ++i) o[i] = w[i] * (s[i] * inv);
   }
 }

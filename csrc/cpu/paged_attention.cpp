@@ -21,7 +21,8 @@
 #include <string>
 #include <vector>
 
-#include "sample.h"  // LogitDtype codes, the bf16 / fp16 converters and exp_vec
+#include "cpu/rows.h"  // dot
+#include "sample.h"    // LogitDtype codes, the bf16 / fp16 converters and exp_vec
 
 namespace py = pybind11;
 
@@ -86,17 +87,6 @@ inline void store_row(void* base, int64_t offset, int64_t n, int dtype, const fl
   uint16_t* p = static_cast<uint16_t*>(base) + offset;
   for (int64_t i = 0; i < n; ++i)
     p[i] = dtype == kBF16 ? float_to_bf16(src[i]) : float_to_half(src[i]);
-}
-
-// Dot product with eight independent partial sums (vectorises without reassociation).
-inline float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int u = 0; u < 8; ++u) acc[u] += a[i + u] * b[i + u];
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
 }
 
 // Eight floats with no alignment requirement (GCC / Clang vector extension; lowered to SSE

@@ -9,15 +9,16 @@
 
 namespace onerl {
 
-// sum of x[i]^2 with eight fixed partial sums (vectorises without reassociation; the same order
+// Dot product with eight fixed partial sums (vectorises without reassociation; the same order
 // wherever it is used, so e.g. RMSNorm's backward recomputes the forward's scale bitwise).
-__attribute__((always_inline)) inline float sum_squares(const float* __restrict x, int64_t n) {
+__attribute__((always_inline)) inline float dot(const float* __restrict a,
+                                                const float* __restrict b, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    for (int u = 0; u < 8; ++u) acc[u] += x[i + u] * x[i + u];
+    for (int u = 0; u < 8; ++u) acc[u] += a[i + u] * b[i + u];
   float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; ++i) s += x[i] * x[i];
+  for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
 

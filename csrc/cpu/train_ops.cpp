@@ -7,7 +7,7 @@
 //   silu_mul_bwd_cpu:  gu [R, 2n] = [gate | up], dout [R, n]; s = sigmoid(gate):
 //                      dgate = dout up s (1 + gate (1 - s)),   dup = dout gate s   -> dgu [R, 2n]
 //
-// r is recomputed with the forward's reduction (rows.h sum_squares), so it is bitwise the
+// r is recomputed with the forward's reduction (rows.h dot), so it is bitwise the
 // forward's. dw sums fixed 64-row chunks, then the chunks in order: the result does not depend
 // on the thread count. fp32, contiguous rows (the Python side checks).
 #include <pybind11/pybind11.h>
@@ -34,7 +34,7 @@ ONERL_CLONES void rms_bwd_rows(const float* x, const float* w, const float* dy, 
     const float* __restrict xr = x + r * n;
     const float* __restrict dyr = dy + r * n;
     float* __restrict dxr = dx + r * n;
-    const float inv = 1.0f / std::sqrt(sum_squares(xr, n) / static_cast<float>(n) + eps);
+    const float inv = 1.0f / std::sqrt(dot(xr, xr, n) / static_cast<float>(n) + eps);
     float dot[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
