@@ -10,6 +10,9 @@ copied 128 times x 8 samples x 3072 new tokens (``--quick``: 32 x 8 x 512; prefi
 the number of prompt prefills, should be 1 there); transformers cannot hold a KV
 cache that large, so on GPU it runs the same batch for at most --hf-new-tokens tokens and its
 tokens/s is reported for that (shorter, so cheaper per token) run.
+On CPU it also prints the matmul work of the run (the same matmuls on both sides), the time it
+needs at the best F.linear rate measured here for the decode shapes, and the K/V bytes the
+attention reads: the floor under either side's time.
 The last line printed is one JSON object.
 """
 from __future__ import annotations
@@ -87,6 +90,35 @@ def run_hf(hf, prompts, n, new_tokens, device):
     return ids.shape[0] * new_tokens / dt, dt
 
 
+def decode_work(cfg, batch: int, plen: int, new: int) -> tuple[float, float]:
+    """(matmul GFLOP, GB of K/V read by attention) of generating ``new`` tokens for ``batch``
+    sequences after ``plen``-token prompts: every token through every projection, the LM head
+    for the sampled positions, and each decode step reading its sequences' whole K/V cache."""
+    H, D = cfg.hidden_size, cfg.head_dim
+    attn = H * D * (2 * cfg.num_attention_heads + 2 * cfg.num_key_value_heads)   # q, o; k, v
+    body = cfg.num_hidden_layers * (attn + 3 * H * cfg.intermediate_size)
+    flop = 2 * batch * ((plen + new - 1) * body + new * cfg.vocab_size * H)
+    kv_row = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * D * 4   # K and V, fp32
+    kv = batch * sum(plen + t for t in range(1, new)) * kv_row
+    return flop / 1e9, kv / 1e9
+
+
+def linear_rate(cfg, rows: int, rounds: int = 3, reps: int = 20) -> float:
+    """GFLOP/s of F.linear at the decode step's shapes (``rows`` rows), best of ``rounds``."""
+    H, I, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    qkv = cfg.head_dim * (cfg.num_attention_heads + 2 * cfg.num_key_value_heads)
+    shapes = [(H, qkv), (cfg.head_dim * cfg.num_attention_heads, H), (H, 2 * I), (I, H), (H, V)]
+    pairs = [(torch.randn(rows, k), torch.randn(m, k)) for k, m in shapes]
+    flop, best = 2.0 * reps * rows * sum(k * m for k, m in shapes), 0.0
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for x, w in pairs:
+            for _ in range(reps):
+                torch.nn.functional.linear(x, w)
+        best = max(best, flop / (time.perf_counter() - t) / 1e9)
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -143,6 +175,16 @@ def main() -> None:
         result.update(hf_tokens_per_s=round(hf_tps, 1), hf_tokens_per_s_median=round(hf_med, 1),
                       hf_new_tokens=hf_new, speedup_vs_hf_generate=round(tps / hf_tps, 2),
                       speedup_median=round(med / hf_med, 2))
+    if dev == "cpu":  # how much of each side's time the matmuls alone need
+        gflop, kv_gb = decode_work(model.config, count * n, plen, new)
+        rate = linear_rate(model.config, count * n)
+        result.update(matmul_gflop=round(gflop, 2), kv_read_gb=round(kv_gb, 2),
+                      linear_gflops=round(rate, 1), matmul_s=round(gflop / rate, 3))
+        hf_note = (f", {100 * gflop / rate / (count * n * new / hf_tps):.0f} % of transformers'"
+                   if hf_runs else "")
+        print(f"matmul work {gflop:.1f} GFLOP = {gflop / rate:.2f} s at F.linear's best rate for "
+              f"{count * n} rows here ({rate:.0f} GFLOP/s): {100 * gflop / rate / secs:.0f} % of "
+              f"the engine's time{hf_note}; attention reads {kv_gb:.2f} GB of K/V", flush=True)
     if dev == "cuda":
         few = torch.randint(0, vocab, (32, plen)).tolist()
         engine.generate(few, max_new_tokens=130, temperature=0.6, ignore_eos=True)
