@@ -97,3 +97,21 @@ def test_model_training_step_equals_torch_ops(monkeypatch):
     for name in g_plain:
         torch.testing.assert_close(g_fused[name], g_plain[name], rtol=1e-4, atol=1e-5,
                                    msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("heads,dim", [(6, 64), (3, 10)])
+def test_rope_matches_float64(heads, dim):
+    g = torch.Generator().manual_seed(heads)
+    T = 37
+    base = torch.randn(T, heads + 2, dim, generator=g)
+    x = base[:, :heads]                                  # a strided view, as in the model
+    ang = torch.randn(T, 1, dim // 2, generator=g) * 3
+    cos, sin = torch.cat([ang.cos()] * 2, -1), torch.cat([ang.sin()] * 2, -1)
+    dy = torch.randn(T, heads, dim, generator=g)
+
+    def plain(a):
+        a1, a2 = a.chunk(2, -1)
+        return a * cos.to(a.dtype) + torch.cat([-a2, a1], -1) * sin.to(a.dtype)
+    _check(lambda a: fused_grad.rope(a, cos, sin), plain, [x], dy)
+    with pytest.raises(ValueError, match="must be even"):
+        fused_grad.rope(torch.randn(2, 1, 5), cos[:2, :, :5], sin[:2, :, :5])

@@ -6,6 +6,10 @@
 //                      g = dy w:   dx = r (g - xh mean(g xh)),   dw = sum over rows of dy xh
 //   silu_mul_bwd_cpu:  gu [R, 2n] = [gate | up], dout [R, n]; s = sigmoid(gate):
 //                      dgate = dout up s (1 + gate (1 - s)),   dup = dout gate s   -> dgu [R, 2n]
+//   rope_cpu:          x [T, H, D] (row stride given), cos / sin [T, D] per token, halves a | b:
+//                      forward  y_a = x_a c_a - x_b s_a,   y_b = x_b c_b + x_a s_b
+//                      backward dx_a = dy_a c_a + dy_b s_b,   dx_b = dy_b c_b - dy_a s_a
+//                      (the transpose: the same pass with the roles of the sines swapped)
 //
 // r is recomputed with the forward's reduction (rows.h dot), so it is bitwise the
 // forward's. dw sums fixed 64-row chunks, then the chunks in order: the result does not depend
@@ -66,6 +70,27 @@ ONERL_CLONES void silu_bwd_rows(const float* gu, const float* dout, float* dgu, 
   }
 }
 
+ONERL_CLONES void rope_rows_out(const float* x, int64_t x_stride, const float* cos,
+                                const float* sin, float* out, int64_t r0, int64_t r1, int64_t h,
+                                int64_t d, bool backward) {
+  const int64_t half = d / 2;
+  for (int64_t t = r0; t < r1; ++t) {
+    const float* __restrict c = cos + t * d;
+    const float* __restrict s = sin + t * d;
+    for (int64_t j = 0; j < h; ++j) {
+      const float* __restrict a = x + t * x_stride + j * d;
+      float* __restrict o = out + (t * h + j) * d;
+      if (!backward) {
+        for (int64_t i = 0; i < half; ++i) o[i] = a[i] * c[i] - a[i + half] * s[i];
+        for (int64_t i = half; i < d; ++i) o[i] = a[i] * c[i] + a[i - half] * s[i];
+      } else {
+        for (int64_t i = 0; i < half; ++i) o[i] = a[i] * c[i] + a[i + half] * s[i + half];
+        for (int64_t i = half; i < d; ++i) o[i] = a[i] * c[i] - a[i - half] * s[i - half];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void rms_norm_bwd_cpu(std::uintptr_t x, std::uintptr_t weight, std::uintptr_t dy,
@@ -97,6 +122,18 @@ void silu_mul_bwd_cpu(std::uintptr_t gu, std::uintptr_t dout, std::uintptr_t dgu
            [&](int64_t r0, int64_t r1) { silu_bwd_rows(g, d, o, r0, r1, n); });
 }
 
+void rope_cpu(std::uintptr_t x, int64_t x_stride, std::uintptr_t cos, std::uintptr_t sin,
+              std::uintptr_t out, int64_t rows, int64_t heads, int64_t head_dim, bool backward) {
+  check(head_dim % 2 == 0, "rope: head_dim must be even");
+  const float* xp = as_ptr<const float>(x);
+  const float* c = as_ptr<const float>(cos);
+  const float* s = as_ptr<const float>(sin);
+  float* o = as_ptr<float>(out);
+  for_rows(rows, heads * head_dim, kParallelElems, [&](int64_t r0, int64_t r1) {
+    rope_rows_out(xp, x_stride, c, s, o, r0, r1, heads, head_dim, backward);
+  });
+}
+
 }  // namespace onerl
 
 void register_train_ops(py::module_& m) {
@@ -105,4 +142,7 @@ void register_train_ops(py::module_& m) {
         py::arg("rows"), py::arg("n"), py::arg("eps"));
   m.def("silu_mul_bwd_cpu", &onerl::silu_mul_bwd_cpu, py::call_guard<py::gil_scoped_release>(),
         py::arg("gu"), py::arg("dout"), py::arg("dgu"), py::arg("rows"), py::arg("n"));
+  m.def("rope_cpu", &onerl::rope_cpu, py::call_guard<py::gil_scoped_release>(), py::arg("x"),
+        py::arg("x_stride"), py::arg("cos"), py::arg("sin"), py::arg("out"), py::arg("rows"),
+        py::arg("heads"), py::arg("head_dim"), py::arg("backward"));
 }

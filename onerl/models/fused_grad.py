@@ -1,11 +1,13 @@
-"""RMSNorm and SiLU(gate) * up as fused fp32 CPU row ops with their own backward: what the
+"""RMSNorm, SiLU(gate) * up and RoPE as fused fp32 CPU row ops with their own backward: what the
 training (and reference) forward runs on a CPU in place of the torch ops.
 
     rms_norm(x, w, eps)  = w * x / sqrt(mean(x^2) + eps)       x [R, n], w [n]
     silu_mul(gu)         = silu(gu[:, :n]) * gu[:, n:]         gu [R, 2n] (the fused gate_up)
+    rope(x, cos, sin)    = x * cos + rotate_half(x) * sin      x [T, H, D], cos / sin [T, 1, D]
 
-Forward: the engine's C++ row ops (``rms_norm_cpu``, ``silu_mul_cpu``); backward:
-``rms_norm_bwd_cpu`` and ``silu_mul_bwd_cpu`` (csrc/cpu/train_ops.cpp, the math there). Each
+Forward: the engine's C++ row ops (``rms_norm_cpu``, ``silu_mul_cpu``) and ``rope_cpu``;
+backward: ``rms_norm_bwd_cpu``, ``silu_mul_bwd_cpu``, ``rope_cpu`` transposed
+(csrc/cpu/train_ops.cpp, the math there). Each
 replaces eight to twelve torch ops and their [R, n] temporaries by one pass over the rows;
 results equal the torch ops to float rounding (tests/test_fused_forward.py). ``applies(t)`` says
 whether a tensor takes this path: CPU, fp32, the ops built, plain (not sharded) parameters,
@@ -17,7 +19,7 @@ import torch
 
 from onerl_kernels._backend import _C
 
-_OPS = ("rms_norm_cpu", "silu_mul_cpu", "rms_norm_bwd_cpu", "silu_mul_bwd_cpu")
+_OPS = ("rms_norm_cpu", "silu_mul_cpu", "rms_norm_bwd_cpu", "silu_mul_bwd_cpu", "rope_cpu")
 ENABLED = _C is not None and all(hasattr(_C, op) for op in _OPS)
 
 
@@ -74,6 +76,37 @@ class _SiluMul(torch.autograd.Function):
         dgu = _alloc(*g2.shape)
         _C.silu_mul_bwd_cpu(g2.data_ptr(), d2.data_ptr(), dgu.data_ptr(), g2.shape[0], n)
         return dgu.view(ctx.shape)
+
+
+def _rope_pass(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool):
+    T, H, D = x.shape
+    if x.stride(2) != 1 or x.stride(1) != D:   # a token's heads must be one contiguous row
+        x = x.contiguous()
+    out = _alloc(T, H, D)
+    _C.rope_cpu(x.data_ptr(), x.stride(0), cos.data_ptr(), sin.data_ptr(), out.data_ptr(), T, H,
+                D, backward)
+    return out
+
+
+class _Rope(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        cos, sin = (t.reshape(x.shape[0], x.shape[2]).contiguous() for t in (cos, sin))
+        ctx.save_for_backward(cos, sin)
+        return _rope_pass(x, cos, sin, backward=False)
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        cos, sin = ctx.saved_tensors
+        return _rope_pass(dy, cos, sin, backward=True), None, None
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x * cos + rotate_half(x) * sin for x [T, H, D], cos / sin [T, 1, D] (check ``applies``
+    first; no gradient to cos / sin, the fixed tables)."""
+    if x.shape[-1] % 2:
+        raise ValueError(f"rope: head_dim ({x.shape[-1]}) must be even")
+    return _Rope.apply(x, cos, sin)
 
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:

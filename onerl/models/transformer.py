@@ -178,6 +178,8 @@ class Rotary(nn.Module):
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x [T, H, D]; cos/sin [T, 1, D]: x * cos + rotate_half(x) * sin."""
+    if fused_grad.applies(x, cos, sin) and not (cos.requires_grad or sin.requires_grad):
+        return fused_grad.rope(x, cos, sin)
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
