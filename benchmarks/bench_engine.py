@@ -29,6 +29,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from harness import linear_rate  # noqa: E402
+
 from onerl.engine import LLMEngine  # noqa: E402
 from onerl.models import ModelConfig, build, hf_state_dict  # noqa: E402
 
@@ -103,20 +105,11 @@ def decode_work(cfg, batch: int, plen: int, new: int) -> tuple[float, float]:
     return flop / 1e9, kv / 1e9
 
 
-def linear_rate(cfg, rows: int, rounds: int = 3, reps: int = 20) -> float:
-    """GFLOP/s of F.linear at the decode step's shapes (``rows`` rows), best of ``rounds``."""
-    H, I, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
-    qkv = cfg.head_dim * (cfg.num_attention_heads + 2 * cfg.num_key_value_heads)
-    shapes = [(H, qkv), (cfg.head_dim * cfg.num_attention_heads, H), (H, 2 * I), (I, H), (H, V)]
-    pairs = [(torch.randn(rows, k), torch.randn(m, k)) for k, m in shapes]
-    flop, best = 2.0 * reps * rows * sum(k * m for k, m in shapes), 0.0
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for x, w in pairs:
-            for _ in range(reps):
-                torch.nn.functional.linear(x, w)
-        best = max(best, flop / (time.perf_counter() - t) / 1e9)
-    return best
+def decode_shapes(cfg) -> list[tuple[int, int]]:
+    """(in, out) features of a decode step's linears: qkv, o, gate_up, down, LM head."""
+    H, I, D = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
+    qkv = D * (cfg.num_attention_heads + 2 * cfg.num_key_value_heads)
+    return [(H, qkv), (D * cfg.num_attention_heads, H), (H, 2 * I), (I, H), (H, cfg.vocab_size)]
 
 
 def main() -> None:
@@ -177,7 +170,7 @@ def main() -> None:
                       speedup_median=round(med / hf_med, 2))
     if dev == "cpu":  # how much of each side's time the matmuls alone need
         gflop, kv_gb = decode_work(model.config, count * n, plen, new)
-        rate = linear_rate(model.config, count * n)
+        rate = linear_rate(count * n, decode_shapes(model.config), reps=20)
         result.update(matmul_gflop=round(gflop, 2), kv_read_gb=round(kv_gb, 2),
                       linear_gflops=round(rate, 1), matmul_s=round(gflop / rate, 3))
         hf_note = (f", {100 * gflop / rate / (count * n * new / hf_tps):.0f} % of transformers'"

@@ -76,6 +76,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from harness import linear_rate  # noqa: E402
+
 from onerl import models  # noqa: E402
 from onerl.config import build  # noqa: E402
 from onerl.data import chat_prompt  # noqa: E402
@@ -414,23 +416,12 @@ def gemm_work(prompt_len: int) -> dict:
             "trl": 2e-9 * (n * prompt_len * body + n * head + decode + 4 * trl_fwd)}
 
 
-def gemm_rate(reps: int = 3, rounds: int = 3) -> float:
-    """GFLOP/s of F.linear at the step's large shapes on this machine, now (fp32; the best of
-    ``rounds`` rounds: the rate the matmuls can reach here)."""
-    rows = PROMPTS * G * NEW_TOKENS
-    shapes = [(SHAPE["hidden_size"], 2 * SHAPE["intermediate_size"]),
-              (SHAPE["intermediate_size"], SHAPE["hidden_size"]),
-              (SHAPE["hidden_size"], SHAPE["vocab_size"])]
-    pairs = [(torch.randn(rows, k), torch.randn(m, k)) for k, m in shapes]
-    flop = 2.0 * reps * rows * sum(k * m for k, m in shapes)
-    best = 0.0
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for x, w in pairs:
-            for _ in range(reps):
-                torch.nn.functional.linear(x, w)
-        best = max(best, flop / (time.perf_counter() - t) / 1e9)
-    return best
+def gemm_rate() -> float:
+    """F.linear's best rate at the step's large shapes (all response tokens as rows)."""
+    return linear_rate(PROMPTS * G * NEW_TOKENS,
+                       [(SHAPE["hidden_size"], 2 * SHAPE["intermediate_size"]),
+                        (SHAPE["intermediate_size"], SHAPE["hidden_size"]),
+                        (SHAPE["hidden_size"], SHAPE["vocab_size"])], reps=3)
 
 
 # ---------------------------------------------------------------------------------- main

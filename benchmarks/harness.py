@@ -104,3 +104,18 @@ def cuda_launches(fn) -> int | None:
         fn()
         torch.cuda.synchronize()
     return sum(1 for e in prof.events() if e.device_type.name == "CUDA")
+
+
+def linear_rate(rows: int, shapes: list[tuple[int, int]], rounds: int = 3, reps: int = 5) -> float:
+    """GFLOP/s of fp32 F.linear on [rows, k] x [m, k]^T for each (k, m) of ``shapes`` on this
+    machine now: the best of ``rounds`` rounds (the rate the matmuls can reach here), for
+    scripts that print how much of a run is matmul."""
+    pairs = [(torch.randn(rows, k), torch.randn(m, k)) for k, m in shapes]
+    flop, best = 2.0 * reps * rows * sum(k * m for k, m in shapes), 0.0
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for x, w in pairs:
+            for _ in range(reps):
+                torch.nn.functional.linear(x, w)
+        best = max(best, flop / (time.perf_counter() - t) / 1e9)
+    return best
