@@ -7,9 +7,9 @@ training (and reference) forward runs on a CPU in place of the torch ops.
 
 Forward: the engine's C++ row ops (``rms_norm_cpu``, ``silu_mul_cpu``) and ``rope_cpu``;
 backward: ``rms_norm_bwd_cpu``, ``silu_mul_bwd_cpu``, ``rope_cpu`` transposed
-(csrc/cpu/train_ops.cpp, the math there). Each
-replaces eight to twelve torch ops and their [R, n] temporaries by one pass over the rows;
-results equal the torch ops to float rounding (tests/test_fused_forward.py). ``applies(t)`` says
+(csrc/cpu/train_ops.cpp, the math there). Each replaces several torch ops and their [R, n]
+temporaries by one pass over the rows; results equal the torch ops to float rounding
+(tests/test_fused_grad.py: within twice their error against float64). ``applies(t)`` says
 whether a tensor takes this path: CPU, fp32, the ops built, plain (not sharded) parameters,
 not under ``torch.compile``. Everything else (CUDA, bf16, fp64) keeps the torch ops.
 """
