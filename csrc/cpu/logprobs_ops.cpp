@@ -30,10 +30,6 @@ namespace {
 
 constexpr int64_t kParallelElems = int64_t(1) << 16;  // below this, one thread
 
-inline float sum8(const float* a) {
-  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-}
-
 struct Online {
   const float* s;
   const int64_t* y;
@@ -49,18 +45,11 @@ ONERL_CLONES void online_rows(const Online& P, int64_t r0, int64_t r1) {
     const float* __restrict s = P.s + r * C;
     const int64_t y = P.y[r];
     if (y >= 0 && y < C) P.t[r] += s[y];
-    float mx[8];
-    for (int u = 0; u < 8; ++u) mx[u] = -INFINITY;
-    int64_t i = 0;
-    for (; i + 8 <= C; i += 8)
-      for (int u = 0; u < 8; ++u) mx[u] = s[i + u] > mx[u] ? s[i + u] : mx[u];
-    float cm = -INFINITY;
-    for (int u = 0; u < 8; ++u) cm = mx[u] > cm ? mx[u] : cm;
-    for (; i < C; ++i) cm = s[i] > cm ? s[i] : cm;
-    const float m = P.m[r], mn = m > cm ? m : cm;
+    const float cm = row_max(s, C), m = P.m[r], mn = m > cm ? m : cm;
     float se[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sd[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const float fl = P.floor;
-    for (i = 0; i + 8 <= C; i += 8)
+    int64_t i = 0;
+    for (; i + 8 <= C; i += 8)
       for (int u = 0; u < 8; ++u) {
         float d = s[i + u] - mn;
         d = d > fl ? d : fl;
@@ -68,7 +57,7 @@ ONERL_CLONES void online_rows(const Online& P, int64_t r0, int64_t r1) {
         se[u] += e;
         sd[u] += e * d;
       }
-    float sum_e = sum8(se), sum_d = sum8(sd);
+    float sum_e = sum_lanes(se), sum_d = sum_lanes(sd);
     for (; i < C; ++i) {
       float d = s[i] - mn;
       d = d > fl ? d : fl;

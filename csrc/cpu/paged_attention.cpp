@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/rows.h"  // dot
+#include "cpu/rows.h"  // dot, row_max, sum_lanes
 #include "sample.h"    // LogitDtype codes, the bf16 / fp16 converters and exp_vec
 
 namespace py = pybind11;
@@ -239,20 +239,15 @@ __attribute__((always_inline)) inline void attend_impl(const Problem& P, int64_t
   }
   for (int64_t g = 0; g < G; ++g) {  // softmax per query head (fixed partial sums)
     float* __restrict s = scores + g * n;
-    float mx[8], sm[8];
-    for (int u = 0; u < 8; ++u) mx[u] = -INFINITY, sm[u] = 0.0f;
+    float sm[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const float m = row_max(s, n);
     int64_t p = 0;
     for (; p + 8 <= n; p += 8)
-      for (int u = 0; u < 8; ++u) mx[u] = s[p + u] > mx[u] ? s[p + u] : mx[u];
-    float m = -INFINITY;
-    for (int u = 0; u < 8; ++u) m = mx[u] > m ? mx[u] : m;
-    for (; p < n; ++p) m = s[p] > m ? s[p] : m;
-    for (p = 0; p + 8 <= n; p += 8)
       for (int u = 0; u < 8; ++u) {
         s[p + u] = exp_vec(s[p + u] - m);
         sm[u] += s[p + u];
       }
-    float sum = ((sm[0] + sm[1]) + (sm[2] + sm[3])) + ((sm[4] + sm[5]) + (sm[6] + sm[7]));
+    float sum = sum_lanes(sm);
     for (; p < n; ++p) {
       s[p] = exp_vec(s[p] - m);
       sum += s[p];

@@ -1,6 +1,7 @@
 // Shared pieces of the CPU row ops (decode_ops.cpp, logprobs_ops.cpp, train_ops.cpp): the
-// row-parallel driver and a fixed-order reduction.
+// row-parallel driver and the fixed-order 8-lane reductions.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #ifdef _OPENMP
@@ -8,6 +9,11 @@
 #endif
 
 namespace onerl {
+
+// The eight lanes of a partial-sum array added in one fixed tree order.
+__attribute__((always_inline)) inline float sum_lanes(const float* a) {
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
 
 // Dot product with eight fixed partial sums (vectorises without reassociation; the same order
 // wherever it is used, so e.g. RMSNorm's backward recomputes the forward's scale bitwise).
@@ -17,9 +23,22 @@ __attribute__((always_inline)) inline float dot(const float* __restrict a,
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
     for (int u = 0; u < 8; ++u) acc[u] += a[i + u] * b[i + u];
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  float s = sum_lanes(acc);
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
+}
+
+// max of x[0..n) in eight lanes (-inf for n = 0; NaN entries are skipped).
+__attribute__((always_inline)) inline float row_max(const float* __restrict x, int64_t n) {
+  float mx[8];
+  for (int u = 0; u < 8; ++u) mx[u] = -INFINITY;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int u = 0; u < 8; ++u) mx[u] = x[i + u] > mx[u] ? x[i + u] : mx[u];
+  float m = -INFINITY;
+  for (int u = 0; u < 8; ++u) m = mx[u] > m ? mx[u] : m;
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
 }
 
 // Runs f(r0, r1) over [0, rows) in contiguous row ranges: one range per OpenMP thread when

@@ -10,6 +10,7 @@
 #include <functional>
 #include <vector>
 
+#include "cpu/rows.h"  // sum_lanes
 #include "sample.h"
 
 namespace py = pybind11;
@@ -31,7 +32,7 @@ inline float exp_sum(const float* __restrict z, int n, float m, float inv_t, flo
       if (w) w[i + u] = e;
       acc[u] += e;
     }
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  float s = sum_lanes(acc);
   for (; i < n; ++i) {
     const float e = (all || z[i] >= keep) ? exp_vec((z[i] - m) * inv_t) : 0.0f;
     if (w) w[i] = e;

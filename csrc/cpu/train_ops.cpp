@@ -43,7 +43,7 @@ ONERL_CLONES void rms_bwd_rows(const float* x, const float* w, const float* dy, 
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
       for (int u = 0; u < 8; ++u) dot[u] += dyr[i + u] * w[i + u] * (xr[i + u] * inv);
-    float c = ((dot[0] + dot[1]) + (dot[2] + dot[3])) + ((dot[4] + dot[5]) + (dot[6] + dot[7]));
+    float c = sum_lanes(dot);
     for (; i < n; ++i) c += dyr[i] * w[i] * (xr[i] * inv);
     c /= static_cast<float>(n);
     for (i = 0; i < n; ++i) {
