@@ -22,27 +22,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_rl_step import TINY, random_load, write_model_folder  # noqa: E402
+from bench_rl_step import (model_shape, random_load, shape_parser,  # noqa: E402
+                           write_model_folder)
 
 from onerl import eval_cli, models  # noqa: E402
-from onerl.plan import KNOWN_MODELS  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--tiny", action="store_true", help="tiny model, few problems (CPU smoke)")
-    ap.add_argument("--shape", default="qwen/qwen2.5-math-1.5b", choices=sorted(KNOWN_MODELS))
+    ap = shape_parser(__doc__, "tiny model, few problems (CPU smoke)")
     ap.add_argument("--problems", type=int, default=None)
     ap.add_argument("--max-tokens", type=int, default=None)
     ap.add_argument("--max-num-seqs", type=int, default=256)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    shape = TINY if args.tiny else KNOWN_MODELS[args.shape]
+    shape = model_shape(args)
     problems = args.problems or (8 if args.tiny else 500)
     max_tokens = args.max_tokens or (32 if args.tiny else 3072)
     dtype = "float32" if args.device == "cpu" else "bfloat16"

@@ -66,11 +66,21 @@ def random_load(folder, dtype=None, device="cpu"):
     return models.build(cfg, dt, device, seed=0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def shape_parser(doc: str, tiny_help: str) -> argparse.ArgumentParser:
+    """--device, --tiny and --shape, shared with bench_eval.py; ``model_shape`` reads them."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--tiny", action="store_true", help="tiny model, small batch (CPU smoke)")
+    ap.add_argument("--tiny", action="store_true", help=tiny_help)
     ap.add_argument("--shape", default="qwen/qwen2.5-math-1.5b", choices=sorted(KNOWN_MODELS))
+    return ap
+
+
+def model_shape(args) -> dict:
+    return TINY if args.tiny else KNOWN_MODELS[args.shape]
+
+
+def main() -> None:
+    ap = shape_parser(__doc__, "tiny model, small batch (CPU smoke)")
     ap.add_argument("--prompts", type=int, default=None)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--response-len", type=int, default=None)
@@ -80,7 +90,7 @@ def main() -> None:
                     help="a paper recipe (GRPO or PPO)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    shape = TINY if args.tiny else KNOWN_MODELS[args.shape]
+    shape = model_shape(args)
     prompts = args.prompts or (2 if args.tiny else 16)
     length = args.response_len or (16 if args.tiny else 1024)
     models.load = random_load   # the trainer and the critic load through onerl.models.load
