@@ -16,6 +16,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from .batching import even_out
+
 
 class Dist:
     """Rank / world of this process (1 process: rank 0 of 1, no process group)."""
@@ -73,7 +75,6 @@ class Dist:
         """The same number of micro-batches on every rank (``batching.even_out`` to the largest
         count): under FSDP every forward is a collective, so a rank with fewer micro-batches
         (other response lengths) would leave the others waiting. One process: unchanged."""
-        from .batching import even_out
         if not self.enabled:
             return even_out(groups, len(groups))
         t = torch.tensor([len(groups)], dtype=torch.int64, device=self.device)

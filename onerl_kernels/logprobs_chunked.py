@@ -40,6 +40,7 @@ _EXP_FLOOR = {torch.float32: -87.0, torch.float64: -708.0}
 # fp32 CPU chunks take the fused C++ row passes when the extension is built (the torch ops below
 # stay the definition, the fp64 path and the fallback; tests run both by patching this).
 USE_CPP = True
+_HAVE_CPP = _C is not None and all(hasattr(_C, f) for f in ("lpe_online_cpu", "lpe_dlogits_cpu"))
 
 
 def _alloc(*shape, **kw) -> torch.Tensor:
@@ -63,8 +64,7 @@ def _pad(t: torch.Tensor, rows: int, fill, dtype=None) -> torch.Tensor:
 
 def _fused(s: torch.Tensor, *rows: torch.Tensor | None) -> bool:
     """Whether the C++ row passes (csrc/cpu/logprobs_ops.cpp) take this fp32 CPU chunk."""
-    return (USE_CPP and _C is not None and hasattr(_C, "lpe_online_cpu")
-            and s.device.type == "cpu" and s.dtype == torch.float32 and s.is_contiguous()
+    return (USE_CPP and _HAVE_CPP and s.device.type == "cpu" and s.dtype == torch.float32 and s.is_contiguous()
             and all(r is None or (r.is_contiguous() and r.device.type == "cpu" and r.dtype in
                                   (torch.float32, torch.int64, torch.bool)) for r in rows))
 
