@@ -89,9 +89,10 @@ def decode_responses(tokenizer, responses: list[list[int]]) -> list[str]:
     """Response token ids -> text without special tokens (EOS, turn markers), except that the
     reasoning tags ``<think>`` / ``</think>`` are kept even where a tokenizer marks them special:
     the reward of reasoning models reads what follows the last ``</think>``."""
-    vocab = tokenizer.get_vocab()
-    keep = {vocab[t]: t for t in THINK_TAGS   # the tags that skip_special_tokens would drop
-            if t in vocab and tokenizer.decode([vocab[t]], skip_special_tokens=True) == ""}
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in THINK_TAGS}   # (no whole-vocab copy)
+    keep = {i: t for t, i in ids.items()   # the tags that skip_special_tokens would drop
+            if i is not None and tokenizer.convert_ids_to_tokens(i) == t
+            and tokenizer.decode([i], skip_special_tokens=True) == ""}
     if not keep:
         return [tokenizer.decode(r, skip_special_tokens=True) for r in responses]
     out = []
