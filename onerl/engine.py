@@ -16,7 +16,8 @@
   prefilled again from prompt + generated tokens; the results are unchanged.
 * CUDA graphs: decode batches are padded to a captured size and replayed (CUDA only).
 * CPU fp32: the forward runs ``onerl.models.fused`` (the same math with fused C++ row ops:
-  RMSNorm + residual, RoPE + cache write, SiLU * up; prefills finish only their last rows).
+  RMSNorm + residual, RoPE + cache write, SiLU * up; prefills finish only their last rows), and
+  a decode batch is cut into one slice of rows per core (``onerl.row_split``).
 * Memory: the KV cache (and graphs) stay allocated between calls; ``release_cache()`` hands the
   memory back (e.g. to training) and the next ``generate`` re-allocates and re-captures.
   ``engine.stats`` describes the last call (prefill_tokens, preemptions, steps, seconds).
@@ -34,6 +35,7 @@ from onerl_kernels import sample
 from .block_manager import BlockManager, cache_blocks
 from .models import PagedBatch, Transformer
 from .models import fused
+from .row_split import RowWorkers
 from .scheduler import Scheduler, Sequence
 
 try:
@@ -74,12 +76,14 @@ class LLMEngine:
     max_cache_tokens: KV cache size in tokens (default: enough for max_num_seqs full sequences,
     at most 2**18 tokens on CPU); on CUDA also at most memory_utilization of free memory.
     cuda_graphs: capture decode steps (default on for CUDA; on CPU, True runs the same padded
-    static-buffer path without capture, for testing)."""
+    static-buffer path without capture, for testing). row_split: on the fused CPU path, decode
+    one slice of the batch's rows per intra-op thread (``onerl.row_split``)."""
 
     def __init__(self, model: Transformer, *, max_num_seqs: int = 256,
                  max_num_batched_tokens: int = 16384, max_model_len: int | None = None,
                  block_size: int = 16, max_cache_tokens: int | None = None,
-                 memory_utilization: float = 0.9, cuda_graphs: bool | None = None):
+                 memory_utilization: float = 0.9, cuda_graphs: bool | None = None,
+                 row_split: bool = True):
         self.model, self.cfg = model, model.config
         self.max_num_seqs, self.max_num_batched_tokens = max_num_seqs, max_num_batched_tokens
         self.max_model_len = max_model_len or self.cfg.max_position_embeddings
@@ -87,6 +91,7 @@ class LLMEngine:
         self.memory_utilization = memory_utilization
         self.device = model.embed_tokens.weight.device
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self.row_split = row_split
         self.blocks: BlockManager | None = None
         self.graphs = None
         self.stats: dict = {}
@@ -208,15 +213,11 @@ class LLMEngine:
                 counts = torch.tensor([1 + len(s.forks) for s in seqs], device=logits.device)
                 logits = logits.repeat_interleave(counts, 0)
             sched.admit(seqs)
+            out = self._sample(logits, targets)
         else:
-            logits, targets = self._decode(seqs), seqs
-        B, p = len(targets), self.params
-        host = torch.tensor([[s.seed for s in targets], [s.num_tokens for s in targets]])
-        seeds, positions = host.to(self.device, non_blocking=True)
-        temperature, top_k, top_p = (x.expand(B) for x in p["tensors"])
-        toks, logp = sample(logits, temperature, top_k, top_p, seeds, positions)
-        out = torch.stack([toks.double(), logp.double()]).cpu()  # one device -> host copy
-        toks, logp = out[0].long().tolist(), out[1].tolist()
+            out, targets = self._decode(seqs), seqs
+        out = out.cpu()  # one device -> host copy
+        toks, logp, p = out[0].long().tolist(), out[1].tolist(), self.params
         finished, stops, check_all = [], p["stops"], bool(p["strings"])
         max_new, max_len = p["max_new"], self.max_model_len
         for s, t, lp in zip(targets, toks, logp):
@@ -227,7 +228,15 @@ class LLMEngine:
                     and self._finished(s, t):
                 finished.append(s)
         sched.retire(finished)
-        return B
+        return len(targets)
+
+    def _sample(self, logits: torch.Tensor, targets: list[Sequence]) -> torch.Tensor:
+        """float64 [2, len(targets)] on the device: each target's next token and its log-prob."""
+        host = torch.tensor([[s.seed for s in targets], [s.num_tokens for s in targets]])
+        seeds, positions = host.to(self.device, non_blocking=True)
+        temperature, top_k, top_p = (x.expand(len(targets)) for x in self.params["tensors"])
+        toks, logp = sample(logits, temperature, top_k, top_p, seeds, positions)
+        return torch.stack([toks.double(), logp.double()])
 
     def _finished(self, s: Sequence, t: int) -> bool:
         p = self.params
@@ -264,20 +273,34 @@ class LLMEngine:
         return self.model.logits(hidden.index_select(0, cu_t[1:] - 1))
 
     def _decode(self, seqs: list[Sequence]) -> torch.Tensor:
-        """One token per sequence; returns fp32 logits [len(seqs), V]."""
+        """One token per sequence, sampled: float64 [2, len(seqs)] (``_sample``)."""
         host = torch.tensor([[s.token_ids[-1] for s in seqs], [s.num_tokens - 1 for s in seqs],
                              [s.slot for s in seqs], [s.num_tokens for s in seqs]])
         if self.cuda_graphs and len(seqs) <= self.max_num_seqs:
             if self.graphs is None or not self.graphs.valid():
                 self.graphs = DecodeGraphs(self)
             tables = self.blocks.block_tables(seqs, self.blocks.tables.shape[1])
-            return self.graphs.run(host, torch.from_numpy(tables))
+            return self._sample(self.graphs.run(host, torch.from_numpy(tables)), seqs)
         width = self.blocks.blocks_for(max(s.num_tokens for s in seqs))
         tables = torch.from_numpy(self.blocks.block_tables(seqs, width))
+        workers = self._row_workers(host[0])
+        if workers is None or len(parts := workers.slices(len(seqs))) == 1:
+            return self._decode_rows(seqs, host, tables)
+        return torch.cat(workers.map(
+            lambda r: self._decode_rows(seqs[r], host[:, r].contiguous(), tables[r]), parts), 1)
+
+    def _decode_rows(self, seqs: list[Sequence], host: torch.Tensor, tables: torch.Tensor
+                     ) -> torch.Tensor:
         host = host.to(self.device, non_blocking=True)
         tables = tables.to(self.device, non_blocking=True)
         batch = PagedBatch(False, host[2], block_tables=tables, seq_lens=host[3].to(torch.int32))
-        return self.model.logits(self._forward_paged(host[0], host[1], batch))
+        return self._sample(self.model.logits(self._forward_paged(host[0], host[1], batch)), seqs)
+
+    def _row_workers(self, ids: torch.Tensor):
+        """The row-split workers when this decode runs the fused CPU path (``row_split``)."""
+        if not self.row_split or not fused.usable(self.model, ids):
+            return None
+        return RowWorkers.get()
 
     def _forward_paged(self, ids: torch.Tensor, positions: torch.Tensor,
                        batch: PagedBatch) -> torch.Tensor:

@@ -5,6 +5,7 @@ import torch
 from onerl.block_manager import BlockManager
 from onerl.engine import LLMEngine
 from onerl.models import load
+from onerl.row_split import RowWorkers
 from onerl.scheduler import Sequence
 
 transformers = pytest.importorskip("transformers")
@@ -104,6 +105,34 @@ def test_same_seed_same_samples_whatever_the_batch(qwen):
     assert engine.stats["preemptions"] > 0
     other = LLMEngine(qwen).generate(prompts, **{**kw, "seed": 8})
     assert [o.token_ids for o in other] != [o.token_ids for o in base]
+
+
+def test_row_split_decode_samples_what_the_whole_batch_does(qwen, monkeypatch):
+    """On the CPU a decode batch is cut into one row slice per intra-op thread, each run on its
+    own worker thread: same tokens, same log-probs as one decode of the whole batch."""
+    prompts = prompts_of(5, 11, 8, 20, seed=2)
+    kw = dict(n=8, max_new_tokens=10, temperature=0.8, ignore_eos=True, seed=3)
+    threads = torch.get_num_threads()
+    calls, real_map = [], RowWorkers.map
+    monkeypatch.setattr(RowWorkers, "map",
+                        lambda self, fn, args: calls.append(len(args)) or real_map(self, fn, args))
+    torch.set_num_threads(3)   # three slices of the 32 rows, whatever this machine's cores
+    try:
+        split = LLMEngine(qwen).generate(prompts, **kw)
+        assert torch.get_num_threads() == 3   # the caller's team is left as it was
+        workers = RowWorkers.get()
+        state = real_map(workers, lambda _: (torch.get_num_threads(),
+                                             torch.is_inference_mode_enabled()), range(3))
+        whole = LLMEngine(qwen, row_split=False).generate(prompts, **kw)
+    finally:
+        torch.set_num_threads(threads)
+    assert calls and set(calls) == {3}   # every decode step of the split engine was split
+    assert state == [(1, True)] * 3
+    assert [o.token_ids for o in split] == [o.token_ids for o in whole]
+    for a, b in zip(split, whole):
+        torch.testing.assert_close(a.logprobs, b.logprobs, rtol=0, atol=1e-5)
+    assert [(s.start, s.stop) for s in workers.slices(20)] == [(0, 10), (10, 20)]
+    assert [(s.start, s.stop) for s in workers.slices(7)] == [(0, 7)]
 
 
 def test_stop_tokens_eos_and_stop_strings(qwen):

@@ -1,0 +1,83 @@
+"""Row-split CPU decode: a decode batch cut into one slice of rows per core, each slice's whole
+forward run on its own thread with one intra-op thread.
+
+Why: a decode step on the CPU is a chain of small matmuls (M = the batch, e.g. 128 x 256 x 512)
+and row ops. Split over the intra-op thread team, every one of them pays a team wake-up and the
+BLAS's internal barriers; with ``OMP_WAIT_POLICY=PASSIVE`` (sleeping, not spinning, waiters) two
+threads then run these shapes no faster than one. Cut the rows instead: each thread runs the
+same chain on its slice with no synchronisation until the slices are joined, so the cores
+overlap fully (a step of the benchmark model: ~0.8 of the team-split time). Rows are
+independent in a decode step (attention reads only the row's own cache), so the result is the
+same computation; only the matmuls' M changes.
+
+    workers = RowWorkers.get()            # None with one intra-op thread: nothing to split
+    outs = workers.map(fn, [rows_a, rows_b])
+
+The threads run tasks under ``torch.inference_mode()``. Each sets its own intra-op thread count
+to 1 (thread-local in PyTorch and OpenMP; the process-wide default it also writes, which new
+threads start from, is put back). A pool is rebuilt when the thread count or the process (fork)
+changes.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+MIN_ROWS = 8   # fewer rows per slice than this: the slices' fixed costs outweigh the overlap
+
+
+def _one_thread(ready: threading.Barrier) -> None:
+    # PyTorch sets a thread's count lazily at its first parallel op, from the process default;
+    # trigger that first so it cannot later undo the 1 set here.
+    torch.zeros(1 << 17).add_(1)
+    torch.set_num_threads(1)
+    ready.wait()
+
+
+def _in_inference_mode(fn, arg):
+    with torch.inference_mode():
+        return fn(arg)
+
+
+class RowWorkers:
+    _pool: RowWorkers | None = None
+    _lock = threading.Lock()
+
+    def __init__(self, n: int):
+        self.n, self.pid = n, os.getpid()
+        ready = threading.Barrier(n + 1)
+        self.pool = ThreadPoolExecutor(n, thread_name_prefix="onerl-rows",
+                                       initializer=_one_thread, initargs=(ready,))
+        for _ in range(n):   # start every thread now (the pool starts them lazily)
+            self.pool.submit(int)
+        ready.wait()
+        torch.set_num_threads(n)   # the process default the workers overwrote
+
+    @classmethod
+    def get(cls) -> RowWorkers | None:
+        """The process's workers for the current intra-op thread count (None when it is 1)."""
+        n = torch.get_num_threads()
+        if n < 2:
+            return None
+        with cls._lock:
+            pool = cls._pool
+            if pool is None or pool.n != n or pool.pid != os.getpid():
+                if pool is not None and pool.pid == os.getpid():
+                    pool.pool.shutdown(wait=False)
+                cls._pool = pool = RowWorkers(n)
+        return pool
+
+    def slices(self, rows: int) -> list[slice]:
+        """Contiguous near-equal slices of ``rows`` (one when too few rows to split)."""
+        k = max(1, min(self.n, rows // MIN_ROWS))
+        bounds = [rows * i // k for i in range(k + 1)]
+        return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+    def map(self, fn, args: list) -> list:
+        """[fn(a) for a in args], each on a worker thread (the last one on the caller's thread
+        would leave its intra-op team idle and is not done)."""
+        futures = [self.pool.submit(_in_inference_mode, fn, a) for a in args]
+        return [f.result() for f in futures]
