@@ -65,6 +65,18 @@ def micro_batches(lengths: list[int], budget: int, prompts: list[list[int]] | No
     return groups
 
 
+def cut(group: list[int], lengths: list[int], k: int) -> list[list[int]]:
+    """``group`` cut, in order, into at most k runs of about equal total length (none empty)."""
+    total, out, cur, acc = sum(lengths[i] for i in group), [], [], 0
+    for i in group:
+        cur.append(i)
+        acc += lengths[i]
+        if len(out) < k - 1 and acc * k >= total * (len(out) + 1):
+            out.append(cur)
+            cur = []
+    return out + [cur] if cur else out
+
+
 def even_out(groups: list[list[int]], want: int) -> list[tuple[list[int], bool]]:
     """``want`` (>= len(groups)) micro-batches as (sequences, real) pairs: the largest groups
     split in halves while that adds some, then the last group repeated with real=False (a pass

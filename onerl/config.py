@@ -126,6 +126,7 @@ class TrainerConfig:
     seed: int = 1
     device: str = "auto"
     threads: int = 0                    # CPU threads (0: torch default)
+    row_split: bool = True              # CPU, one process: one slice of the work per thread
     tensorboard: bool = True
     progress: bool = True
 

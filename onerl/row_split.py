@@ -13,7 +13,8 @@ same computation; only the matmuls' M changes.
     workers = RowWorkers.get()            # None with one intra-op thread: nothing to split
     outs = workers.map(fn, [rows_a, rows_b])
 
-The threads run tasks under ``torch.inference_mode()``. Each sets its own intra-op thread count
+The threads run tasks under ``torch.inference_mode()`` (or with grad mode on: the trainer runs
+the parts of a micro-batch, forward and backward, this way; ``Trainer.thread_groups``). Each sets its own intra-op thread count
 to 1 (thread-local in PyTorch and OpenMP; the process-wide default it also writes, which new
 threads start from, is put back). A pool is rebuilt when the thread count or the process (fork)
 changes.
@@ -37,7 +38,9 @@ def _one_thread(ready: threading.Barrier) -> None:
     ready.wait()
 
 
-def _in_inference_mode(fn, arg):
+def _run(fn, arg, inference: bool):
+    if not inference:   # a new thread's grad mode is on
+        return fn(arg)
     with torch.inference_mode():
         return fn(arg)
 
@@ -76,8 +79,8 @@ class RowWorkers:
         bounds = [rows * i // k for i in range(k + 1)]
         return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
-    def map(self, fn, args: list) -> list:
-        """[fn(a) for a in args], each on a worker thread (the last one on the caller's thread
-        would leave its intra-op team idle and is not done)."""
-        futures = [self.pool.submit(_in_inference_mode, fn, a) for a in args]
+    def map(self, fn, args: list, inference: bool = True) -> list:
+        """[fn(a) for a in args], each on a worker thread, under ``torch.inference_mode()``
+        unless ``inference`` is False (then with grad mode on)."""
+        futures = [self.pool.submit(_run, fn, a, inference) for a in args]
         return [f.result() for f in futures]

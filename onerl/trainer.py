@@ -19,7 +19,7 @@ import torch
 from onerl_kernels import group_advantages, grpo_loss
 
 from . import checkpoint, models
-from .batching import micro_batches, pack, response_logprobs, rows_to_grid
+from .batching import cut, micro_batches, pack, response_logprobs, rows_to_grid
 from .config import Config
 from .data import BatchOrder, Row, load_rows
 from .distributed import Dist
@@ -28,6 +28,9 @@ from .history import AccuracyHistory, tally
 from .evaluate import evaluate
 from .metrics import MetricsLogger
 from .rewarding import Rewarder
+from .row_split import RowWorkers
+
+STATS = ("clipfrac", "kl", "entropy", "ppo_kl")   # grpo_loss's metrics, token-weighted over a step
 from .templates import decode_responses, prompt_ids, resolve_template
 
 
@@ -87,7 +90,8 @@ class Trainer:
                                           self.device, init=False) if self.dist.enabled else self.actor
         self.engine = LLMEngine(self.rollout_model, max_num_seqs=min(1024, t.train_batch_size * cfg.rollout.n),
                                 max_cache_tokens=cfg.rollout.kv_budget_tokens or
-                                (self.plan.kv_suggested_tokens if self.plan else None))
+                                (self.plan.kv_suggested_tokens if self.plan else None),
+                                row_split=t.row_split)
         self.stop_ids = self._stop_ids()
         self.rows = [r for f in cfg.data.train_files
                      for r in load_rows(f, cfg.data.problem_field, cfg.data.answer_field)]
@@ -199,15 +203,63 @@ class Trainer:
     def per_token(self, fn, prompts, responses) -> list[torch.Tensor]:
         """``fn(packed)`` -> a [B, T] grid, without grad, over token-budget micro-batches;
         returned as one [len(response)] tensor per sequence."""
-        out = []
-        for mb, real in self.micro_batches([len(p) + len(r) for p, r in zip(prompts, responses)],
-                                           prompts):
+        def run(mb, real):
             packed = pack([prompts[i] for i in mb], [responses[i] for i in mb], self.device)
             with torch.no_grad():
                 g = fn(packed)
-            if real:
-                out += [g[j, :len(responses[i])] for j, i in enumerate(mb)]
+            return [g[j, :len(responses[i])] for j, i in enumerate(mb)] if real else []
+
+        lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
+        out = []
+        for group in self.thread_groups(self.micro_batches(lengths, prompts), lengths):
+            for rows in self._map(run, group, grad=False):
+                out += rows
         return out
+
+    def thread_groups(self, mbs: list[tuple[list[int], bool]], lengths: list[int]
+                      ) -> list[list[tuple[list[int], bool]]]:
+        """Micro-batches as groups run at once: on a CPU with several threads in one process
+        (``trainer.row_split``), each micro-batch cut into one part per thread, each part run
+        on its own worker thread with one intra-op thread (``onerl.row_split``); otherwise
+        groups of one, run on this thread."""
+        workers = self._workers()
+        if workers is None:
+            return [[mb] for mb in mbs]
+        return [[(part, real) for part in cut(mb, lengths, workers.n)] for mb, real in mbs]
+
+    def _workers(self) -> RowWorkers | None:
+        if not self.cfg.trainer.row_split or self.device.type != "cpu" or self.dist.enabled:
+            return None
+        return RowWorkers.get()
+
+    def _map(self, fn, group, grad: bool) -> list:
+        if len(group) == 1:
+            return [fn(*group[0])]
+        return self._workers().map(lambda args: fn(*args), group, inference=not grad)
+
+    def accumulate(self, fn, mbs, lengths) -> list:
+        """``fn(indices, real)`` -> (scaled loss, info) over the micro-batches; the gradients of
+        the scaled losses are added to the actor's ``.grad`` in micro-batch order (the parts of
+        a thread group in order too, so results do not depend on thread timing). Returns the
+        infos."""
+        infos = []
+        params = [p for p in self.actor.parameters() if p.requires_grad]
+        for group in self.thread_groups(mbs, lengths):
+            if len(group) == 1:
+                loss, info = fn(*group[0])
+                loss.backward()
+                infos.append(info)
+                continue
+            def part(*args):
+                loss, info = fn(*args)
+                return torch.autograd.grad(loss, params, allow_unused=True), info
+
+            for grads, info in self._map(part, group, grad=True):
+                for p, g in zip(params, grads):
+                    if g is not None:
+                        p.grad = g if p.grad is None else p.grad.add_(g)
+                infos.append(info)
+        return infos
 
     def micro_batches(self, lengths: list[int], prompts: list[list[int]]
                       ) -> list[tuple[list[int], bool]]:
@@ -237,9 +289,9 @@ class Trainer:
         n_tok, n_nonempty = self.dist.sum([sum(len(responses[i]) for i in seqs),
                                            sum(1 for i in seqs if responses[i])])
         world = self.dist.world   # FSDP averages gradients over ranks; the loss is a global sum
-        sums = {"loss": 0.0, "clipfrac": 0.0, "kl": 0.0, "entropy": 0.0, "ppo_kl": 0.0}
-        for mb_local, real in self.micro_batches([lengths[i] for i in seqs],
-                                                 [prompts[i] for i in seqs]):
+        sums = {"loss": 0.0, **dict.fromkeys(STATS, 0.0)}
+
+        def micro(mb_local, real):
             mb = [seqs[j] for j in mb_local]
             lp, ent, mask = self._logprobs(self.actor, [prompts[i] for i in mb],
                                            [responses[i] for i in mb])
@@ -258,13 +310,18 @@ class Trainer:
                                 ent, clip_low=a.clip_low, clip_high=a.clip_high,
                                 clip_dual=a.clip_dual, kl_type=a.kl_type if ref is not None else None,
                                 kl_coef=a.kl_coef, entropy_coef=a.entropy_coef, agg=a.loss_agg)
-            (loss * (weight * world * real)).backward()
+            return loss * (weight * world * real), (real, tok, weight, loss.item(),
+                                                    {k: m[k].item() for k in STATS})
+
+        local = [lengths[i] for i in seqs]
+        for real, tok, weight, loss, m in self.accumulate(
+                micro, self.micro_batches(local, [prompts[i] for i in seqs]), local):
             if not real:
                 continue
             share = tok / max(n_tok, 1)
-            sums["loss"] += loss.item() * weight
-            for k in ("clipfrac", "kl", "entropy", "ppo_kl"):
-                sums[k] += m[k].item() * share
+            sums["loss"] += loss * weight
+            for k in STATS:
+                sums[k] += m[k] * share
         return dict(zip(sums, self.dist.sum(list(sums.values()))))
 
     def train_step(self) -> dict:
