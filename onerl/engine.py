@@ -16,14 +16,18 @@
   prefilled again from prompt + generated tokens; the results are unchanged.
 * CUDA graphs: decode batches are padded to a captured size and replayed (CUDA only).
 * CPU fp32: the forward runs ``onerl.models.fused`` (the same math with fused C++ row ops:
-  RMSNorm + residual, RoPE + cache write, SiLU * up; prefills finish only their last rows), and
-  a decode batch is cut into one slice of rows per core (``onerl.row_split``).
+  RMSNorm + residual, RoPE + cache write, SiLU * up; prefills finish only their last rows). With
+  several intra-op threads a call runs as lanes, one per thread (``onerl.row_split``): engines
+  over equal slices of the KV cache, each generating a contiguous slice of the sequences (a
+  prompt is prefilled once per lane); ``stats["lanes"]`` says how many ran.
 * Memory: the KV cache (and graphs) stay allocated between calls; ``release_cache()`` hands the
   memory back (e.g. to training) and the next ``generate`` re-allocates and re-captures.
-  ``engine.stats`` describes the last call (prefill_tokens, preemptions, steps, seconds).
+  ``engine.stats`` describes the last call (prefill_tokens, preemptions, steps, generated_tokens:
+  summed over lanes; lanes; seconds).
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -76,8 +80,8 @@ class LLMEngine:
     max_cache_tokens: KV cache size in tokens (default: enough for max_num_seqs full sequences,
     at most 2**18 tokens on CPU); on CUDA also at most memory_utilization of free memory.
     cuda_graphs: capture decode steps (default on for CUDA; on CPU, True runs the same padded
-    static-buffer path without capture, for testing). row_split: on the fused CPU path, decode
-    one slice of the batch's rows per intra-op thread (``onerl.row_split``)."""
+    static-buffer path without capture, for testing). row_split: on the fused CPU path, run a call
+    as one lane per intra-op thread (when a lane's slice of the cache holds any sequence alone)."""
 
     def __init__(self, model: Transformer, *, max_num_seqs: int = 256,
                  max_num_batched_tokens: int = 16384, max_model_len: int | None = None,
@@ -94,6 +98,7 @@ class LLMEngine:
         self.row_split = row_split
         self.blocks: BlockManager | None = None
         self.graphs = None
+        self.lanes: list[LLMEngine] = []
         self.stats: dict = {}
 
     # ------------------------------------------------------------------ cache
@@ -117,7 +122,7 @@ class LLMEngine:
 
     def release_cache(self) -> None:
         """Free the KV cache and captured graphs (e.g. to give the memory to training)."""
-        self.blocks, self.kv, self.graphs = None, None, None
+        self.blocks, self.kv, self.graphs, self.lanes = None, None, None, []
 
     # ------------------------------------------------------------------ generate
 
@@ -149,20 +154,29 @@ class LLMEngine:
                 torch.tensor([float(temperature)], device=dev),
                 torch.tensor([int(top_k)], device=dev), torch.tensor([float(top_p)], device=dev))
             self._ensure_cache()
-            self.blocks.reset()  # blocks of a call interrupted by an exception are reclaimed
-            sched = Scheduler(self.blocks, self.max_num_seqs, self.max_num_batched_tokens)
             groups: dict[tuple, list[int]] = {}
             for i, p in enumerate(prompts):
                 self._check_prompt(i, p)
                 groups.setdefault(tuple(p), []).append(i)
-            seqs = []
-            for key, idx in groups.items():
-                group = [Sequence(list(key), i, j, seed_for(seed, index_offset + i, j))
-                         for i in idx for j in range(n)]
-                group[0].forks = group[1:]
-                sched.add(group[0])
-                seqs += group
-            self._run(sched, len(seqs) * max_new_tokens, use_tqdm)
+            seqs = [Sequence(list(key), i, j, seed_for(seed, index_offset + i, j))
+                    for key, idx in groups.items() for i in idx for j in range(n)]
+            total = len(seqs) * max_new_tokens
+            show = (total >= 100_000) if use_tqdm is None else use_tqdm
+            bar = tqdm(total=total, desc="generate", unit="tok", leave=False) \
+                if show and tqdm else None
+            t0 = time.perf_counter()
+            lanes, workers = self._split(seqs, max_new_tokens)
+            if workers is None:
+                stats = [self._run(seqs, bar)]
+            else:   # one lane per worker thread, a contiguous slice of the sequences each
+                for lane in lanes:
+                    lane.params = self.params
+                stats = workers.map(lambda job: job[0]._run(seqs[job[1]], bar),
+                                    list(zip(lanes, workers.slices(len(seqs), len(lanes)))))
+            if bar is not None:
+                bar.close()
+            self.stats = {k: sum(st[k] for st in stats) for k in stats[0]}
+            self.stats.update(lanes=len(stats), seconds=time.perf_counter() - t0)
         seqs.sort(key=lambda s: (s.prompt_index, s.sample_index))
         return [Completion(s.prompt_index, s.sample_index, s.token_ids[s.num_prompt_tokens:],
                            torch.tensor(s.logprobs, dtype=torch.float32), s.finish_reason,
@@ -181,24 +195,56 @@ class LLMEngine:
             raise ValueError(f"generate: prompt {i} has token ids outside "
                              f"[0, {self.cfg.vocab_size})")
 
-    def _run(self, sched: Scheduler, total: int, use_tqdm: bool | None) -> None:
-        show = (total >= 100_000) if use_tqdm is None else use_tqdm
-        bar = tqdm(total=total, desc="generate", unit="tok", leave=False) if show and tqdm else None
-        t0, steps, generated = time.perf_counter(), 0, 0
+    def _run(self, seqs: list[Sequence], bar) -> dict:
+        """Generate ``seqs`` (consecutive sequences of one prompt are prefilled once) on this
+        engine's blocks; returns its counters."""
+        self.blocks.reset()  # blocks of a call interrupted by an exception are reclaimed
+        sched = Scheduler(self.blocks, self.max_num_seqs, self.max_num_batched_tokens)
+        for s in seqs:
+            head = sched.waiting[-1] if sched.waiting else None
+            if head is not None and head.token_ids == s.token_ids and not s.num_generated:
+                head.forks.append(s)
+            else:
+                sched.add(s)
+        steps = generated = 0
         while sched.has_work():
-            seqs, is_prefill = sched.schedule()
-            if not seqs:
+            batch, is_prefill = sched.schedule()
+            if not batch:
                 continue
-            done = self._step(sched, seqs, is_prefill)
+            done = self._step(sched, batch, is_prefill)
             generated += done
             steps += 1
             if bar is not None:
                 bar.update(done)
-        if bar is not None:
-            bar.close()
-        self.stats = dict(prefill_tokens=sched.num_prefill_tokens, preemptions=sched.num_preempted,
-                          steps=steps, generated_tokens=generated,
-                          seconds=time.perf_counter() - t0)
+        return dict(prefill_tokens=sched.num_prefill_tokens, preemptions=sched.num_preempted,
+                    steps=steps, generated_tokens=generated)
+
+    def _split(self, seqs: list[Sequence], max_new: int):
+        """(lanes, workers) to run this call as several engines, one per row-split worker, each
+        over its own slice of the KV cache (``onerl.row_split``); (None, None) to run it here:
+        not the fused CPU path, too few sequences, or a slice too small for a sequence alone."""
+        if not self.row_split or self.cuda_graphs or \
+                not fused.usable(self.model, torch.empty(0, dtype=torch.long)):
+            return None, None
+        workers = RowWorkers.get()
+        k = 0 if workers is None else len(workers.slices(len(seqs)))
+        longest = self.blocks.blocks_for(max(s.num_tokens for s in seqs) + max_new)
+        if k < 2 or longest > self.blocks.num_blocks // k:
+            return None, None
+        if len(self.lanes) != k:
+            per, cache = self.blocks.num_blocks // k, self.blocks.cache
+            self.lanes = [self._lane(cache[:, :, i * per:(i + 1) * per], -(-self.max_num_seqs // k))
+                          for i in range(k)]
+        return self.lanes, workers
+
+    def _lane(self, cache: torch.Tensor, max_num_seqs: int) -> LLMEngine:
+        """An engine on the same model and call parameters over a slice of the cache's blocks."""
+        lane = copy.copy(self)
+        lane.blocks = BlockManager(cache.shape[2], self.block_size, self.blocks.tables.shape[1],
+                                   cache)
+        lane.kv = [(cache[i, 0], cache[i, 1]) for i in range(cache.shape[0])]
+        lane.max_num_seqs, lane.row_split, lane.graphs, lane.lanes = max_num_seqs, False, None, []
+        return lane
 
     # ------------------------------------------------------------------ one step
 
@@ -283,24 +329,10 @@ class LLMEngine:
             return self._sample(self.graphs.run(host, torch.from_numpy(tables)), seqs)
         width = self.blocks.blocks_for(max(s.num_tokens for s in seqs))
         tables = torch.from_numpy(self.blocks.block_tables(seqs, width))
-        workers = self._row_workers(host[0])
-        if workers is None or len(parts := workers.slices(len(seqs))) == 1:
-            return self._decode_rows(seqs, host, tables)
-        return torch.cat(workers.map(
-            lambda r: self._decode_rows(seqs[r], host[:, r].contiguous(), tables[r]), parts), 1)
-
-    def _decode_rows(self, seqs: list[Sequence], host: torch.Tensor, tables: torch.Tensor
-                     ) -> torch.Tensor:
         host = host.to(self.device, non_blocking=True)
         tables = tables.to(self.device, non_blocking=True)
         batch = PagedBatch(False, host[2], block_tables=tables, seq_lens=host[3].to(torch.int32))
         return self._sample(self.model.logits(self._forward_paged(host[0], host[1], batch)), seqs)
-
-    def _row_workers(self, ids: torch.Tensor):
-        """The row-split workers when this decode runs the fused CPU path (``row_split``)."""
-        if not self.row_split or not fused.usable(self.model, ids):
-            return None
-        return RowWorkers.get()
 
     def _forward_paged(self, ids: torch.Tensor, positions: torch.Tensor,
                        batch: PagedBatch) -> torch.Tensor:

@@ -1,23 +1,25 @@
-"""Row-split CPU decode: a decode batch cut into one slice of rows per core, each slice's whole
-forward run on its own thread with one intra-op thread.
+"""Row-split CPU work: independent rows (sequences) cut into one slice per core, each slice run
+start to finish on its own worker thread with one intra-op thread.
 
-Why: a decode step on the CPU is a chain of small matmuls (M = the batch, e.g. 128 x 256 x 512)
-and row ops. Split over the intra-op thread team, every one of them pays a team wake-up and the
-BLAS's internal barriers; with ``OMP_WAIT_POLICY=PASSIVE`` (sleeping, not spinning, waiters) two
-threads then run these shapes no faster than one. Cut the rows instead: each thread runs the
-same chain on its slice with no synchronisation until the slices are joined, so the cores
-overlap fully (a step of the benchmark model: ~0.8 of the team-split time). Rows are
-independent in a decode step (attention reads only the row's own cache), so the result is the
-same computation; only the matmuls' M changes.
+Why: on a CPU the rollout and training of small models are chains of small matmuls (a decode
+step: M = the batch, e.g. 128 x 256 x 512) and row ops. Split over the intra-op thread team,
+every op pays a team wake-up and the BLAS's internal barriers; with ``OMP_WAIT_POLICY=PASSIVE``
+(waiters sleep instead of spinning) two threads run such shapes no faster than one. Cut the
+rows instead and the threads do not meet until the end: the cores overlap fully.
+
+Users: the engine runs a ``generate`` call as one lane per worker (an engine over a slice of
+the KV cache with a contiguous slice of the sequences: 1.2-1.5x the single engine's speed on the
+step of benchmarks/bench_step_vs_trl.py); the trainer runs each micro-batch as one part per
+worker, forward and backward (``Trainer.thread_groups``; the parts' gradients are added in
+order). Each row's math is unchanged; only the matmuls' M differs.
 
     workers = RowWorkers.get()            # None with one intra-op thread: nothing to split
     outs = workers.map(fn, [rows_a, rows_b])
 
-The threads run tasks under ``torch.inference_mode()`` (or with grad mode on: the trainer runs
-the parts of a micro-batch, forward and backward, this way; ``Trainer.thread_groups``). Each sets its own intra-op thread count
-to 1 (thread-local in PyTorch and OpenMP; the process-wide default it also writes, which new
-threads start from, is put back). A pool is rebuilt when the thread count or the process (fork)
-changes.
+Tasks run under ``torch.inference_mode()`` unless ``map(..., inference=False)``. Each worker
+sets its own intra-op thread count to 1 (thread-local in PyTorch and OpenMP; the process-wide
+default it also writes, which new threads start from, is put back). The pool is rebuilt when
+the thread count or the process (fork) changes.
 """
 from __future__ import annotations
 
@@ -73,9 +75,10 @@ class RowWorkers:
                 cls._pool = pool = RowWorkers(n)
         return pool
 
-    def slices(self, rows: int) -> list[slice]:
-        """Contiguous near-equal slices of ``rows`` (one when too few rows to split)."""
-        k = max(1, min(self.n, rows // MIN_ROWS))
+    def slices(self, rows: int, k: int | None = None) -> list[slice]:
+        """k (default: one per thread, fewer when a slice would have under ``MIN_ROWS`` rows)
+        contiguous near-equal slices of ``rows``."""
+        k = k or max(1, min(self.n, rows // MIN_ROWS))
         bounds = [rows * i // k for i in range(k + 1)]
         return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 

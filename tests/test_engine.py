@@ -81,7 +81,7 @@ def test_sampled_logprobs_equal_teacher_forced(qwen):
 
 def test_prompt_prefilled_once(qwen):
     a, b = prompts_of(21, 6, seed=3)
-    engine = LLMEngine(qwen, max_num_seqs=64)
+    engine = LLMEngine(qwen, max_num_seqs=64, row_split=False)  # (lanes: once per lane)
     outs = engine.generate([a] * 16, n=4, max_new_tokens=4, temperature=1.0, ignore_eos=True,
                            use_tqdm=True)
     assert len(outs) == 64 and engine.stats["prefill_tokens"] == len(a)
@@ -107,28 +107,41 @@ def test_same_seed_same_samples_whatever_the_batch(qwen):
     assert [o.token_ids for o in other] != [o.token_ids for o in base]
 
 
-def test_row_split_decode_samples_what_the_whole_batch_does(qwen, monkeypatch):
-    """On the CPU a decode batch is cut into one row slice per intra-op thread, each run on its
-    own worker thread: same tokens, same log-probs as one decode of the whole batch."""
+def test_row_split_lanes_sample_what_one_engine_does(qwen, monkeypatch):
+    """On the CPU a call is cut into lanes, one per intra-op thread: engines over slices of the
+    KV cache, each run on its own worker thread with one intra-op thread. Same tokens, same
+    log-probs as one engine; a prompt is prefilled once per lane."""
     prompts = prompts_of(5, 11, 8, 20, seed=2)
     kw = dict(n=8, max_new_tokens=10, temperature=0.8, ignore_eos=True, seed=3)
     threads = torch.get_num_threads()
     calls, real_map = [], RowWorkers.map
     monkeypatch.setattr(RowWorkers, "map",
                         lambda self, fn, args: calls.append(len(args)) or real_map(self, fn, args))
-    torch.set_num_threads(3)   # three slices of the 32 rows, whatever this machine's cores
+    torch.set_num_threads(3)   # three lanes of the 32 sequences, whatever this machine's cores
     try:
-        split = LLMEngine(qwen).generate(prompts, **kw)
+        engine = LLMEngine(qwen, block_size=4)
+        split = engine.generate(prompts, **kw)
+        stats = dict(engine.stats)
+        kw2 = {**kw, "max_new_tokens": 6, "temperature": 1.1, "seed": 4}
+        again = engine.generate(prompts, **kw2)   # the lanes are kept, with this call's settings
         assert torch.get_num_threads() == 3   # the caller's team is left as it was
         workers = RowWorkers.get()
         state = real_map(workers, lambda _: (torch.get_num_threads(),
                                              torch.is_inference_mode_enabled()), range(3))
-        whole = LLMEngine(qwen, row_split=False).generate(prompts, **kw)
+        one = LLMEngine(qwen, block_size=4, row_split=False)
+        whole, whole2 = one.generate(prompts, **kw), one.generate(prompts, **kw2)
+        small = LLMEngine(qwen, block_size=4, max_cache_tokens=48)   # a slice holds no sequence
+        assert [o.token_ids for o in small.generate(prompts, **kw)] == \
+            [o.token_ids for o in whole] and small.stats["lanes"] == 1
     finally:
         torch.set_num_threads(threads)
-    assert calls and set(calls) == {3}   # every decode step of the split engine was split
-    assert state == [(1, True)] * 3
+    assert calls == [3, 3] and stats["lanes"] == 3 and state == [(1, True)] * 3
+    # lanes of 10 / 11 / 11 sequences: prompts 0, 1 | 1, 2 | 2, 3 -> prompts 1 and 2 twice
+    assert stats["prefill_tokens"] == 5 + 2 * 11 + 2 * 8 + 20
+    assert stats["generated_tokens"] == 32 * 10
     assert [o.token_ids for o in split] == [o.token_ids for o in whole]
+    assert [o.token_ids for o in again] == [o.token_ids for o in whole2]
+    assert all(len(o.token_ids) == 6 for o in again)
     for a, b in zip(split, whole):
         torch.testing.assert_close(a.logprobs, b.logprobs, rtol=0, atol=1e-5)
     assert [(s.start, s.stop) for s in workers.slices(20)] == [(0, 10), (10, 20)]
