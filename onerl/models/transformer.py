@@ -14,7 +14,8 @@
 The q/k/v and gate/up projections are stored fused (``qkv_proj``, ``gate_up_proj``): the fused
 tensors ARE the parameters (one matmul each in both forwards, identical elementwise optimizer
 math); ``onerl.models.checkpoint`` splits them into Hugging Face names on save and joins them on
-load.
+load. On the CPU the four projections run through ``onerl.models.linear`` (oneDNN for
+fp32 training shapes).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from onerl_kernels import paged_attention, write_kv
 
 from . import fused_grad
+from .linear import Linear
 
 try:  # flash-attn is optional; used for the packed forward on CUDA when installed
     from flash_attn import flash_attn_varlen_func
@@ -247,9 +249,9 @@ class Attention(nn.Module):
         super().__init__()
         self.hq, self.hkv, self.d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         self.scale = self.d ** -0.5
-        self.qkv_proj = nn.Linear(cfg.hidden_size, (self.hq + 2 * self.hkv) * self.d,
+        self.qkv_proj = Linear(cfg.hidden_size, (self.hq + 2 * self.hkv) * self.d,
                                   bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(self.hq * self.d, cfg.hidden_size, bias=cfg.o_bias)
+        self.o_proj = Linear(self.hq * self.d, cfg.hidden_size, bias=cfg.o_bias)
 
     def _qkv(self, x, cos, sin):
         """x [T, H] -> q [T, Hq, D], k, v [T, Hkv, D] (RoPE applied to q and k in one pass)."""
@@ -276,8 +278,8 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
+        self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x):
         gu = self.gate_up_proj(x)
