@@ -11,6 +11,7 @@ fallback and the reference.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 
@@ -66,15 +67,17 @@ def micro_batches(lengths: list[int], budget: int, prompts: list[list[int]] | No
 
 
 def cut(group: list[int], lengths: list[int], k: int) -> list[list[int]]:
-    """``group`` cut, in order, into at most k runs of about equal total length (none empty)."""
-    total, out, cur, acc = sum(lengths[i] for i in group), [], [], 0
-    for i in group:
-        cur.append(i)
-        acc += lengths[i]
-        if len(out) < k - 1 and acc * k >= total * (len(out) + 1):
-            out.append(cur)
-            cur = []
-    return out + [cur] if cur else out
+    """``group`` cut, in order, into min(k, len(group)) non-empty runs, each boundary where the
+    running total length comes closest to its share of the total."""
+    k = min(k, len(group))
+    cum = list(accumulate(lengths[i] for i in group))
+    bounds = [0]
+    for j in range(1, k):
+        target = cum[-1] * j / k
+        bounds.append(min(range(bounds[-1] + 1, len(group) - (k - j) + 1),
+                          key=lambda b: abs(cum[b - 1] - target)))
+    bounds.append(len(group))
+    return [group[a:b] for a, b in zip(bounds, bounds[1:])] if group else []
 
 
 def even_out(groups: list[list[int]], want: int) -> list[tuple[list[int], bool]]:

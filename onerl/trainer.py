@@ -29,9 +29,9 @@ from .evaluate import evaluate
 from .metrics import MetricsLogger
 from .rewarding import Rewarder
 from .row_split import RowWorkers
+from .templates import decode_responses, prompt_ids, resolve_template
 
 STATS = ("clipfrac", "kl", "entropy", "ppo_kl")   # grpo_loss's metrics, token-weighted over a step
-from .templates import decode_responses, prompt_ids, resolve_template
 
 
 def resolve_model_path(path: str) -> str:

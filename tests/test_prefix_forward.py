@@ -139,3 +139,13 @@ def test_even_out_gives_every_rank_the_same_count():
     seven = even_out(groups, 9)  # split down to single sequences, then repeated passes
     assert [g for g, real in seven if real] == [[i] for i in range(7)]
     assert seven[7:] == [([6], False)] * 2
+
+
+def test_cut_gives_runs_of_about_equal_length_in_order():
+    from onerl.batching import cut
+    lengths = [11, 12, 1, 1, 100, 10, 1, 1]
+    assert cut([0, 1], lengths, 2) == [[0], [1]]
+    assert cut([2, 3, 4, 5], lengths, 2) == [[2, 3, 4], [5]]    # 102 | 10: closest to 56
+    assert cut([2, 3, 4, 5, 6], lengths, 3) == [[2, 3], [4], [5, 6]]
+    assert cut([3], lengths, 4) == [[3]] and cut([], lengths, 2) == []
+    assert cut(list(range(128)), [124] * 128, 2) == [list(range(64)), list(range(64, 128))]

@@ -48,18 +48,29 @@ def overrides(tiny, out, **extra):
     return [f"{k}={v}" for k, v in kv.items()]
 
 
-@pytest.mark.parametrize("entropy_coef,shared", [(0.001, False), (0.0, True)])
-def test_loss_path_equals_plain_torch_recipe(tiny, tmp_path, monkeypatch, entropy_coef,
-                                             shared):
+@pytest.fixture
+def keep_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("entropy_coef,shared,threads",
+                         [(0.001, False, 1), (0.0, True, 1), (0.001, False, 2), (0.0, True, 2)])
+def test_loss_path_equals_plain_torch_recipe(tiny, tmp_path, monkeypatch, keep_threads,
+                                             entropy_coef, shared, threads):
     """recipe.md §2 in plain torch: token-mean of -A*ratio + 0.001*k3 - c*H at logits/0.6,
     computed with transformers' Qwen2 on unpacked sequences; the trainer packs sequences into
     several token-budget micro-batches and uses the fused kernels. shared: all sequences have
     one prompt (the 1-shot case: shared-prompt forward, micro-batches counting it once) and
-    c = 0 (the entropy is then a metric only, left out of the backward)."""
+    c = 0 (the entropy is then a metric only, left out of the backward). threads 2: each
+    micro-batch is cut into two parts run at once on the row-split workers (onerl.row_split),
+    their gradients added in order."""
     from transformers import AutoModelForCausalLM
 
     cfg = build("toy", None, overrides(tiny, tmp_path, **{"algo.entropy_coef": entropy_coef,
-                                                          "trainer.micro_batch_tokens": 24}))
+                                                          "trainer.micro_batch_tokens": 24,
+                                                          "trainer.threads": threads}))
     tr = Trainer(cfg)
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(3, 30, (n,), generator=g).tolist() for n in (5, 9, 7, 5)]
@@ -78,7 +89,8 @@ def test_loss_path_equals_plain_torch_recipe(tiny, tmp_path, monkeypatch, entrop
     monkeypatch.setattr(chunked, "hidden_backward",
                         lambda g_lp, g_ent, *a: seen.append(g_ent) or real_bwd(g_lp, g_ent, *a))
     sums = tr.backward(list(range(4)), prompts, responses, adv, None, ref, lengths)
-    assert len(seen) == 2   # micro-batches of <= 24 tokens (shared: 4 if the prompt counted 4x)
+    # micro-batches of <= 24 tokens: 2 (shared: 4 if the prompt counted 4x), in 2 parts each
+    assert len(seen) == 2 * threads
     assert all((g is None) == (entropy_coef == 0) for g in seen)
     got = tr.actor.embed_tokens.weight.grad.clone()
 
