@@ -165,14 +165,11 @@ class LLMEngine:
             bar = tqdm(total=total, desc="generate", unit="tok", leave=False) \
                 if show and tqdm else None
             t0 = time.perf_counter()
-            lanes, workers = self._split(seqs, max_new_tokens)
+            workers, jobs = self._split(seqs, max_new_tokens)
             if workers is None:
                 stats = [self._run(seqs, bar)]
             else:   # one lane per worker thread, a contiguous slice of the sequences each
-                for lane in lanes:
-                    lane.params = self.params
-                stats = workers.map(lambda job: job[0]._run(seqs[job[1]], bar),
-                                    list(zip(lanes, workers.slices(len(seqs), len(lanes)))))
+                stats = workers.map(lambda job: job[0]._run(seqs[job[1]], bar), jobs)
             if bar is not None:
                 bar.close()
             self.stats = {k: sum(st[k] for st in stats) for k in stats[0]}
@@ -202,7 +199,7 @@ class LLMEngine:
         sched = Scheduler(self.blocks, self.max_num_seqs, self.max_num_batched_tokens)
         for s in seqs:
             head = sched.waiting[-1] if sched.waiting else None
-            if head is not None and head.token_ids == s.token_ids and not s.num_generated:
+            if head is not None and head.token_ids == s.token_ids:
                 head.forks.append(s)
             else:
                 sched.add(s)
@@ -220,14 +217,16 @@ class LLMEngine:
                     steps=steps, generated_tokens=generated)
 
     def _split(self, seqs: list[Sequence], max_new: int):
-        """(lanes, workers) to run this call as several engines, one per row-split worker, each
-        over its own slice of the KV cache (``onerl.row_split``); (None, None) to run it here:
-        not the fused CPU path, too few sequences, or a slice too small for a sequence alone."""
+        """(workers, [(lane, slice of seqs)]) to run this call as several engines, one per
+        row-split worker, each over its own slice of the KV cache (``onerl.row_split``);
+        (None, None) to run it here: not the fused CPU path, too few sequences, or a cache slice
+        too small for a sequence alone."""
         if not self.row_split or self.cuda_graphs or \
                 not fused.usable(self.model, torch.empty(0, dtype=torch.long)):
             return None, None
         workers = RowWorkers.get()
-        k = 0 if workers is None else len(workers.slices(len(seqs)))
+        parts = [] if workers is None else workers.slices(len(seqs))
+        k = len(parts)
         longest = self.blocks.blocks_for(max(s.num_tokens for s in seqs) + max_new)
         if k < 2 or longest > self.blocks.num_blocks // k:
             return None, None
@@ -235,7 +234,9 @@ class LLMEngine:
             per, cache = self.blocks.num_blocks // k, self.blocks.cache
             self.lanes = [self._lane(cache[:, :, i * per:(i + 1) * per], -(-self.max_num_seqs // k))
                           for i in range(k)]
-        return self.lanes, workers
+        for lane in self.lanes:   # this call's settings (set on the engine by generate)
+            lane.params = self.params
+        return workers, list(zip(self.lanes, parts))
 
     def _lane(self, cache: torch.Tensor, max_num_seqs: int) -> LLMEngine:
         """An engine on the same model and call parameters over a slice of the cache's blocks."""

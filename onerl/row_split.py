@@ -75,10 +75,10 @@ class RowWorkers:
                 cls._pool = pool = RowWorkers(n)
         return pool
 
-    def slices(self, rows: int, k: int | None = None) -> list[slice]:
-        """k (default: one per thread, fewer when a slice would have under ``MIN_ROWS`` rows)
-        contiguous near-equal slices of ``rows``."""
-        k = k or max(1, min(self.n, rows // MIN_ROWS))
+    def slices(self, rows: int) -> list[slice]:
+        """Contiguous near-equal slices of ``rows``: one per thread, fewer when a slice would
+        have under ``MIN_ROWS`` rows."""
+        k = max(1, min(self.n, rows // MIN_ROWS))
         bounds = [rows * i // k for i in range(k + 1)]
         return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 

@@ -51,8 +51,10 @@ def applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
             and not torch.compiler.is_compiling())
 
 
-def _product(x2: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return _OP(x2, w, bias, "none", [], "")
+def _product(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [..., K] @ w[N, K]^T (+ bias) through oneDNN -> [..., N]."""
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    return _OP(x2, w.contiguous(), bias, "none", [], "").view(*x.shape[:-1], w.shape[0])
 
 
 class _Linear(torch.autograd.Function):
@@ -60,8 +62,7 @@ class _Linear(torch.autograd.Function):
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        x2 = x.reshape(-1, x.shape[-1]).contiguous()
-        return _product(x2, weight.contiguous(), bias).view(*x.shape[:-1], weight.shape[0])
+        return _product(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):
@@ -69,7 +70,7 @@ class _Linear(torch.autograd.Function):
         g2 = grad.reshape(-1, grad.shape[-1]).contiguous()
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = _product(g2, weight.t().contiguous(), None).view(x.shape)
+            dx = _product(grad, weight.t(), None)
         if ctx.needs_input_grad[1]:
             dw = g2.t().mm(x.reshape(-1, x.shape[-1]))
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -85,8 +86,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
         return _Linear.apply(x, weight, bias)
-    x2 = x.reshape(-1, x.shape[-1]).contiguous()
-    return _product(x2, weight.contiguous(), bias).view(*x.shape[:-1], weight.shape[0])
+    return _product(x, weight, bias)
 
 
 class Linear(nn.Linear):

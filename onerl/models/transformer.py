@@ -250,7 +250,7 @@ class Attention(nn.Module):
         self.hq, self.hkv, self.d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         self.scale = self.d ** -0.5
         self.qkv_proj = Linear(cfg.hidden_size, (self.hq + 2 * self.hkv) * self.d,
-                                  bias=cfg.qkv_bias)
+                               bias=cfg.qkv_bias)
         self.o_proj = Linear(self.hq * self.d, cfg.hidden_size, bias=cfg.o_bias)
 
     def _qkv(self, x, cos, sin):
