@@ -96,12 +96,12 @@ def decode_responses(tokenizer, responses: list[list[int]]) -> list[str]:
     if not keep:
         return [tokenizer.decode(r, skip_special_tokens=True) for r in responses]
     out = []
-    for ids in responses:
+    for r in responses:
         parts, start = [], 0
-        for i, t in enumerate(ids):
+        for i, t in enumerate(r):
             if t in keep:
-                parts += [tokenizer.decode(ids[start:i], skip_special_tokens=True), keep[t]]
+                parts += [tokenizer.decode(r[start:i], skip_special_tokens=True), keep[t]]
                 start = i + 1
-        parts.append(tokenizer.decode(ids[start:], skip_special_tokens=True))
+        parts.append(tokenizer.decode(r[start:], skip_special_tokens=True))
         out.append("".join(parts))
     return out

@@ -28,10 +28,15 @@ def _alloc(*shape: int) -> torch.Tensor:
     return torch.empty(*shape, dtype=torch.float32)
 
 
+def plain_cpu_fp32(t: torch.Tensor) -> bool:
+    """A plain (not sharded or otherwise wrapped) fp32 CPU tensor or parameter."""
+    return (type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu"
+            and t.dtype == torch.float32)
+
+
 def applies(*tensors: torch.Tensor) -> bool:
     return (ENABLED and not torch.compiler.is_compiling()
-            and all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu"
-                    and t.dtype == torch.float32 for t in tensors))
+            and all(plain_cpu_fp32(t) for t in tensors))
 
 
 class _RMSNorm(torch.autograd.Function):

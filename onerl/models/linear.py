@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fused_grad import plain_cpu_fp32
+
 MIN_ROWS = 1024
 
 
@@ -39,15 +41,9 @@ def _find_op():
 _OP = _find_op()
 
 
-def _plain(t: torch.Tensor | None) -> bool:
-    return t is None or type(t) in (torch.Tensor, nn.Parameter)
-
-
 def applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    return (_OP is not None and x.device.type == "cpu" and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and (bias is None or bias.dtype == torch.float32)
-            and x.dim() >= 1 and x.numel() >= MIN_ROWS * x.shape[-1]
-            and _plain(x) and _plain(weight) and _plain(bias)
+    return (_OP is not None and x.dim() >= 1 and x.numel() >= MIN_ROWS * x.shape[-1]
+            and all(plain_cpu_fp32(t) for t in (x, weight, bias) if t is not None)
             and not torch.compiler.is_compiling())
 
 
